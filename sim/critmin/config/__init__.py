@@ -1,0 +1,1 @@
+"""Config schema, validation and the builder that turns configs into model objects."""

@@ -1,0 +1,193 @@
+"""The typed schema of every critmin config.
+
+Plain dataclasses registered in Hydra's ConfigStore: a typo in a YAML key or
+a value of the wrong type fails at composition, naming the key. They are
+mutable (Hydra overrides need that); `critmin.config.build` turns them into
+frozen model objects and checks ranges and cross-references.
+
+Naming rule (see docs/glossary.md): instants end in `_date` (ISO dates),
+durations in `_days` or `_years`, rates in `_per_year`, quantities carry
+their unit (`capacity_tpy` = tonnes per year, `price_usd_per_kg`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class RunConfig:
+    """How a run is driven: horizon, replications, seed."""
+
+    start_date: str = "2025-01-01"  # ISO date; day 0 of the simulation
+    horizon_years: float = 20.0
+    tick_days: int = 7  # market clearing interval
+    replications: int = 20
+    seed: int = 12345  # root seed; every random stream derives from it
+    batch_size: int = 10  # replications simulated together as one array batch
+    progress: bool = True  # progress bar on stderr
+    plots: bool = True  # write PNG plots next to the tables
+
+
+@dataclass
+class ProductConfig:
+    """A traded good. Quantities are tonnes (of contained REO for concentrate)."""
+
+    description: str = ""
+    unit: str = "t"
+    price_usd_per_kg: float = MISSING  # starting price in the reference market
+    market_price_ratio: dict[str, float] = field(default_factory=dict)  # market -> ratio
+    target_cover_days: float = 60.0  # buyers' target input stock, days of use
+
+
+@dataclass
+class RecipeConfig:
+    """What a plant of one stage turns into what, per tonne of activity."""
+
+    stage: str = MISSING
+    inputs: dict[str, float] = field(default_factory=dict)  # t input per t activity
+    outputs: dict[str, float] = field(default_factory=dict)  # t output per t activity
+    unrecovered: float = 0.0  # t per t activity leaving the chain (losses, co-products)
+    mass_balanced: bool = True  # require sum(inputs) == sum(outputs) + unrecovered
+    input_decline_per_year: dict[str, float] = field(default_factory=dict)  # thrifting
+    expansion_lead_years: float = 3.0  # lead time of a price-driven expansion
+
+
+@dataclass
+class RegionConfig:
+    name: str = MISSING
+    market: str = MISSING  # price market this region buys and sells in
+    zone: str = MISSING  # shipping zone, sets default transit times
+
+
+@dataclass
+class FacilityConfig:
+    """Plants of one recipe in one region, aggregated."""
+
+    region: str = MISSING
+    recipe: str = MISSING
+    capacity_tpy: float = MISSING  # tonnes of activity per year at start
+    utilisation: float = 0.9  # share of capacity used at starting prices
+    outage_rate_per_year: float | None = None  # None: world default
+    outage_capacity_share: float | None = None  # share of capacity an outage takes
+    source: str = ""
+
+
+@dataclass
+class SectorConfig:
+    """An end use (EV motors, wind turbines...) and how it responds to price."""
+
+    product: str = MISSING
+    price_elasticity: float = 0.1  # short-run, positive number: demand ~ price^-e
+    substitution_max_share: float = 0.3  # share of demand that can be substituted
+    substitution_max_rate_per_year: float = 0.1  # Sprecher et al. 2017: ~10 %/yr
+
+
+@dataclass
+class DemandConfig:
+    sectors: dict[str, SectorConfig] = field(default_factory=dict)
+    # region -> sector -> t/yr (inner values checked by the builder: OmegaConf cannot type nested dicts)
+    tonnes_per_year: dict[str, dict[str, Any]] = field(default_factory=dict)
+    growth_per_year: float = 0.0
+    noise_sd: float = 0.05  # weekly multiplicative demand noise
+
+
+@dataclass
+class TradeConfig:
+    transit_days_domestic: float = 7.0
+    transit_days_same_zone: float = 21.0
+    transit_days_other_zone: float = 42.0
+    transit_days: dict[str, float] = field(default_factory=dict)  # "ORIG->DEST" overrides
+    transit_cv: float = 0.2  # coefficient of variation of transit times
+    transport_cost_usd_per_kg: float = 0.2  # international freight and insurance
+    flows_tpy: dict[str, dict[str, Any]] = field(default_factory=dict)  # product -> "O->D" -> t/yr
+    openness: float = 0.05  # weight of the world market in each buyer's sourcing
+    armington_elasticity: float = 4.0  # how strongly buyers switch on landed cost
+    reliability_exponent: float = 2.0  # how strongly buyers shun suppliers who fail to deliver
+    switch_days: float = 180.0  # time constant of sourcing changes (contract stickiness)
+    review_days: float = 28.0  # how often buyers review contracts
+
+
+@dataclass
+class MarketRuleConfig:
+    """The price and ordering rule (docs/model.md, 'Markets and prices')."""
+
+    price_adjust_days: float = 21.0
+    expectation_days: float = 180.0
+    # Expected prices relax toward the long-run price (the starting price, real terms) with
+    # this time constant: entry and exit of marginal producers that the model does not
+    # represent plant by plant. 0 switches the anchor off.
+    long_run_anchor_days: float = 1095.0
+    cover_sensitivity: float = 1.0
+    cover_ratio_floor: float = 0.05
+    cover_ratio_cap: float = 5.0
+    price_min_multiple: float = 0.2
+    price_max_multiple: float = 50.0
+    use_smoothing_days: float = 28.0
+    stock_adjust_days: float = 56.0
+    supply_line_adjust_days: float = 112.0
+    seller_cover_days: float = 14.0
+
+
+@dataclass
+class SupplyResponseConfig:
+    utilisation_price_elasticity: float = 0.3
+    utilisation_min: float = 0.3
+    utilisation_max: float = 1.0
+    unsold_stock_brake: float = 4.0  # plants slow from half this, stop at this many x target stock
+    capacity_growth_per_year: float = 0.0
+    invest_price_multiple: float = 1.5
+    invest_share: float = 0.1
+    invest_review_days: float = 91.0
+    lead_time_cv: float = 0.3
+
+
+@dataclass
+class OutageConfig:
+    rate_per_year: float = 0.2
+    mean_days: float = 42.0
+    capacity_share: float = 0.5
+
+
+@dataclass
+class WorldConfig:
+    """A commodity world: its chain, regions, plants, demand and trade."""
+
+    name: str = MISSING
+    description: str = ""
+    base_year: int = 2024
+    provenance_region: str = "CHN"  # whose content is traced through the chain
+    reference_market: str = "ex_china"
+    markets: list[str] = field(default_factory=lambda: ["china_domestic", "ex_china"])
+    stages: list[str] = field(default_factory=list)
+    products: dict[str, ProductConfig] = field(default_factory=dict)
+    recipes: dict[str, RecipeConfig] = field(default_factory=dict)
+    regions: dict[str, RegionConfig] = field(default_factory=dict)
+    facilities: dict[str, FacilityConfig] = field(default_factory=dict)
+    demand: DemandConfig = field(default_factory=DemandConfig)
+    trade: TradeConfig = field(default_factory=TradeConfig)
+    market_rule: MarketRuleConfig = field(default_factory=MarketRuleConfig)
+    supply_response: SupplyResponseConfig = field(default_factory=SupplyResponseConfig)
+    outages: OutageConfig = field(default_factory=OutageConfig)
+
+
+@dataclass
+class CritminConfig:
+    defaults: list[Any] = field(
+        default_factory=lambda: ["_self_", {"world": "rare_earths"}, {"scenario": "status_quo"}]
+    )
+    world: WorldConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
+    scenario_name: str = "status_quo"
+    scenario_question: str = ""
+
+
+def register() -> None:
+    """Register the schema so that `config.yaml` and world files are type-checked."""
+    cs = ConfigStore.instance()
+    cs.store(name="critmin_schema", node=CritminConfig)
+    cs.store(group="world", name="world_schema", node=WorldConfig)
