@@ -177,9 +177,8 @@ class WorldConfig:
 
 @dataclass
 class CritminConfig:
-    defaults: list[Any] = field(
-        default_factory=lambda: ["_self_", {"world": "rare_earths"}, {"scenario": "status_quo"}]
-    )
+    """The root config. Its defaults list lives in configs/config.yaml."""
+
     world: WorldConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
     scenario_name: str = "status_quo"
@@ -190,4 +189,3 @@ def register() -> None:
     """Register the schema so that `config.yaml` and world files are type-checked."""
     cs = ConfigStore.instance()
     cs.store(name="critmin_schema", node=CritminConfig)
-    cs.store(group="world", name="world_schema", node=WorldConfig)

@@ -1,0 +1,97 @@
+"""`critmin run`: a thin Hydra shell around `run_job`, a plain function of a config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .config.build import build_run, build_world
+from .config.paths import config_dir, register_all
+from .core.kpis import compute_kpis
+from .plots import plot_run
+from .results import TimeseriesWriter, ensure_fresh, kpi_frame, write_kpis, write_manifest
+from .runner import simulate
+
+log = logging.getLogger("critmin")
+
+
+def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new)."""
+    started = time.time()
+    spec = build_run(cfg)
+    world = build_world(cfg.world)
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_fresh(folder)
+    bar = tqdm(total=spec.replications, unit="rep", desc=f"critmin {cfg.scenario_name}",
+               disable=not spec.progress, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} reps [{elapsed}<{remaining}]")
+
+    def progress(done: float) -> None:
+        bar.update(done - bar.n)
+
+    writer = TimeseriesWriter(folder)
+    kpi_rows, n_events = [], 0
+    try:
+        for res in simulate(world, spec, progress):
+            writer.write(world, res)
+            kpi_rows.append(compute_kpis(world, res, spec.calendar.tick_days))
+            n_events += res.n_events
+        writer.close()
+    finally:
+        bar.close()
+    kpis = kpi_frame(kpi_rows)
+    write_kpis(folder, kpis)
+    plots: list[str] = []
+    if spec.plots:
+        final = sorted({world.products[k] for k in world.sector_product})
+        title = f"{world.name}, scenario {cfg.scenario_name}, {spec.replications} replications"
+        plots = [p.name for p in plot_run(folder, title, final)]
+    summary = {
+        "scenario": str(cfg.scenario_name),
+        "scenario_question": str(cfg.scenario_question),
+        "world": world.name,
+        "seed": spec.seed,
+        "replications": spec.replications,
+        "start_date": spec.calendar.start_date.isoformat(),
+        "horizon_days": spec.calendar.horizon_days,
+        "simpy_events": n_events,
+        "runtime_seconds": round(time.time() - started, 3),
+        "overrides": list(overrides or []),
+        "files": ["timeseries.parquet", "kpis.csv", *plots],
+    }
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    write_manifest(folder, config, summary)  # last: a folder without it is incomplete
+    return summary
+
+
+def _print_summary(folder: Path, summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    k = pd.read_csv(folder / "kpis.csv")
+    shortfall = k[(k.kpi == "shortfall_share")].groupby("region").value.median()
+    prices = k[k.kpi == "price_peak_multiple"].groupby(["region", "product"]).value.median()
+    print(f"critmin: wrote {folder}  ({summary['replications']} replications, "
+          f"{summary['runtime_seconds']:.1f} s)")
+    print("  median shortfall share by region: "
+          + ", ".join(f"{r} {v:.1%}" for r, v in shortfall.items()))
+    print("  median peak price multiple (ex-China): " + ", ".join(
+        f"{p} {v:.2f}x" for (m, p), v in prices.items() if m == "ex_china"))
+
+
+register_all()
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def hydra_run(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    folder = Path(hc.runtime.output_dir)
+    summary = run_job(cfg, folder, list(hc.overrides.task))
+    _print_summary(folder, summary)

@@ -1,0 +1,93 @@
+"""Turn Hydra and OmegaConf composition errors into one line for the user.
+
+Names the key, the value given and what is allowed, e.g.
+`run.horizn_years='10' is not a config key; allowed keys under run: horizon_years, ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from .schema import CritminConfig
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        out.append(e)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _allowed_keys(full_key: str) -> str:
+    """The keys the schema allows next to `full_key` (best effort)."""
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    try:
+        node: Any = OmegaConf.structured(CritminConfig)
+        for part in filter(None, parent.split(".")):
+            node = node[part] if part in node else None
+            if node is None:
+                return ""
+        if OmegaConf.is_dict(node):
+            keys = [k for k in node.keys() if not str(k).startswith("_")]
+            return f"; allowed keys under {parent or 'the top level'}: {', '.join(map(str, keys))}"
+    except Exception:
+        return ""
+    return ""
+
+
+def _value_for(key: str, overrides: list[str]) -> str | None:
+    for o in overrides:
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v
+    return None
+
+
+def describe(exc: BaseException, overrides: list[str]) -> str:
+    chain = _chain(exc)
+    text = "\n".join(str(e) for e in chain)
+    missing = re.search(r"Could not find '([\w/.-]+)/([\w.-]+)'", text)
+    if missing:
+        group, option = missing.groups()
+        opts = re.search(r"Available options in '[\w/]+':\s*((?:\n\t.*)+)", text)
+        allowed = ", ".join(o.strip() for o in opts.group(1).strip().splitlines()) if opts else "?"
+        return f"{group}={option!r} is not a known {group}; allowed: {allowed}"
+    for e in chain:
+        if isinstance(e, ConfigKeyError) and getattr(e, "full_key", None):
+            key = str(e.full_key)
+            value = _value_for(key, overrides)
+            shown = f"={value!r}" if value is not None else ""
+            return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key)}"
+        if isinstance(e, ValidationError) and getattr(e, "full_key", None):
+            key = str(e.full_key)
+            value = _value_for(key, overrides)
+            expected = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
+            msg = str(e).splitlines()[0]
+            kind = re.search(r"converted to (\w+)", msg)
+            want = kind.group(1).lower() if kind else str(expected or "another type")
+            shown = repr(value) if value is not None else "the value given"
+            return f"{key}={shown} has the wrong type: it must be a {want} ({msg})"
+        if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+            key = str(e.full_key)
+            if re.search(r"Key '[^']+' (is )?not in", str(e)):
+                value = _value_for(key, overrides)
+                shown = f"={value!r}" if value is not None else ""
+                return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key)}"
+            return f"{key}: {str(e).splitlines()[0]}"
+    if "LexerNoViableAltException" in text or "mismatched input" in text or "token recognition" in text:
+        bad = next((o for o in overrides if o in text), text.splitlines()[-1].strip())
+        return (f"cannot read the override {bad!r}: write key=value; quote values with special "
+                "characters, e.g. 'world.trade.transit_days={USA->CHN: 30}'")
+    first = next((str(e).splitlines()[0] for e in chain if str(e).strip()), type(exc).__name__)
+    parse = re.search(r"Error parsing override '([^']*)'", text)
+    if parse:
+        return (f"cannot read the override {parse.group(1)!r}: write key=value, "
+                "e.g. run.horizon_years=10")
+    return first

@@ -1,0 +1,58 @@
+"""Where critmin finds its configs and scenarios, and how scenarios join Hydra.
+
+Configs live in `<project>/configs`, scenarios in `<project>/scenarios` (the
+project's layout). `CRITMIN_HOME` points to another project folder. Each
+`scenarios/<name>.yaml` becomes option `scenario=<name>`; its first comment
+line is the question it answers and is recorded as `scenario_question`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from .schema import register
+
+
+def project_home() -> Path:
+    env = os.environ.get("CRITMIN_HOME")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[3]
+
+
+def config_dir() -> Path:
+    return project_home() / "configs"
+
+
+def scenario_dir() -> Path:
+    return project_home() / "scenarios"
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in scenario_dir().glob("*.yaml"))
+
+
+def first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            return s.lstrip("#").strip()
+        if s:
+            break
+    return ""
+
+
+def register_all() -> None:
+    """Register the schema and every scenario file with Hydra's ConfigStore."""
+    register()
+    cs = ConfigStore.instance()
+    for path in sorted(scenario_dir().glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if node is None or OmegaConf.is_list(node):
+            raise ValueError(f"{path}: a scenario file must hold a mapping of keys")
+        node = OmegaConf.merge(
+            {"scenario_name": path.stem, "scenario_question": first_comment(path)}, node
+        )
+        cs.store(group="scenario", name=path.stem, node=node, package="_global_")

@@ -1,0 +1,102 @@
+"""Key performance indicators, computed by pure functions from a run's monthly arrays.
+
+Each KPI is one row per (replication, region, product); docs/kpis.md gives the
+formulas. Price KPIs use the market name in the `region` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import BatchResult
+from .world import World
+
+RECOVERY_THRESHOLD = 0.01  # a month counts as "in shortfall" above 1 % unmet demand
+
+
+@dataclass(frozen=True)
+class KpiRows:
+    replication: np.ndarray
+    region: list[str]
+    product: list[str]
+    kpi: list[str]
+    value: np.ndarray
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def time_to_recover_days(share: np.ndarray, month_days: np.ndarray,
+                         threshold: float = RECOVERY_THRESHOLD) -> float:
+    """Days from the start of the first month in shortfall to the first month back under it.
+
+    0 if no month is in shortfall; NaN if the shortfall has not ended by the horizon.
+    `month_days[i]` is the day (since start) on which month i begins.
+    """
+    above = np.flatnonzero(share > threshold)
+    if above.size == 0:
+        return 0.0
+    start = above[0]
+    back = np.flatnonzero(share[start:] <= threshold)
+    if back.size == 0:
+        return float("nan")
+    return float(month_days[start + back[0]] - month_days[start])
+
+
+def compute_kpis(world: World, res: BatchResult, tick_days: int) -> KpiRows:
+    reps, regions, products, kpis, values = [], [], [], [], []
+
+    def add(name: str, arr: np.ndarray, labels_n: tuple[str, ...]) -> None:
+        # arr [R, n, k]; rows only where defined (not NaN)
+        R, Nn, K = arr.shape
+        for n in range(Nn):
+            for k in range(K):
+                col = arr[:, n, k]
+                if np.all(np.isnan(col)):
+                    continue
+                reps.append(res.replications)
+                regions.extend([labels_n[n]] * R)
+                products.extend([world.products[k]] * R)
+                kpis.extend([name] * R)
+                values.append(col)
+
+    demand = res.demand.sum(1)
+    unmet = res.unmet.sum(1)
+    use_m = res.input_use + res.consumption  # [R, MT, N, K]
+    use = use_m.sum(1)
+    add("shortfall_share", _ratio(unmet, demand), world.regions)
+    monthly_share = _ratio(res.unmet, res.demand)  # [R, MT, N, K]
+    with np.errstate(all="ignore"):
+        peak = np.where(demand > 0, np.nanmax(np.nan_to_num(monthly_share, nan=0.0), axis=1), np.nan)
+    add("peak_shortfall_share", peak, world.regions)
+    month_len_days = res.ticks_in_month * tick_days  # [MT]
+    daily_use = use_m / month_len_days[None, :, None, None]
+    cover = _ratio(res.inventory, daily_use)
+    with np.errstate(all="ignore"):
+        min_cover = np.where(use > 0, np.nanmin(np.where(daily_use > 0, cover, np.inf), axis=1),
+                             np.nan)
+    add("min_days_of_cover", min_cover, world.regions)
+    peak_price = res.price.max(axis=1) / world.price0_usd_per_kg[None]
+    add("price_peak_multiple", peak_price, world.markets)
+    add("china_share_of_supply", _ratio(res.provenance_use.sum(1), use), world.regions)
+    production = res.production.sum(1)
+    reliance = np.where(use > 0, np.maximum(0.0, _ratio(use - production, use)), np.nan)
+    add("import_reliance", reliance, world.regions)
+    month_start_days = np.concatenate([[0], np.cumsum(month_len_days)[:-1]])
+    R, _, N, K = res.demand.shape
+    ttr = np.full((R, N, K), np.nan)
+    for n in range(N):
+        for k in range(K):
+            if np.all(demand[:, n, k] <= 0):
+                continue
+            for r in range(R):
+                share = np.nan_to_num(monthly_share[r, :, n, k], nan=0.0)
+                ttr[r, n, k] = time_to_recover_days(share, month_start_days)
+    has_demand = demand > 0
+    add("time_to_recover_days", np.where(has_demand, ttr, np.nan), world.regions)
+    # a NaN time_to_recover_days where demand exists means "not recovered by the horizon"
+    return KpiRows(np.concatenate(reps), regions, products, kpis, np.concatenate(values))
