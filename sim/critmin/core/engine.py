@@ -117,15 +117,19 @@ class Simulation:
         # flat (market, product) index of a plant's main output and an end use's product
         self.fac_price_idx = w.region_market[w.fac_region] * K + w.fac_main_output
         self.sec_price_idx = w.region_market[w.sector_region] * K + w.sector_product
-        # value added per tonne of activity, priced in the plant's own market:
-        # margin_f = sum_k (out_fk - in_fk) * p_{m_f,k}  = prices_flat @ self.VA
-        self.VA = np.zeros((M * K, F))
+        # revenue and input cost per tonne of activity, priced in the plant's own market
+        # (prices_flat @ self.REV, prices_flat @ self.COST); the value added at starting
+        # prices stands for the plant's own processing cost
+        self.REV = np.zeros((M * K, F))
+        self.COST = np.zeros((M * K, F))
         for f in range(F):
             m = w.region_market[w.fac_region[f]]
-            self.VA[m * K:(m + 1) * K, f] = w.fac_outputs[f] - w.fac_inputs[f]
-        self.margin0 = w.price0_usd_per_kg.reshape(-1) @ self.VA
-        if np.any(self.margin0 <= 0):
-            bad = w.facilities[int(np.argmin(self.margin0))]
+            self.REV[m * K:(m + 1) * K, f] = w.fac_outputs[f]
+            self.COST[m * K:(m + 1) * K, f] = w.fac_inputs[f]
+        p0_flat = w.price0_usd_per_kg.reshape(-1)
+        self.value_added0 = p0_flat @ self.REV - p0_flat @ self.COST
+        if np.any(self.value_added0 <= 0):
+            bad = w.facilities[int(np.argmin(self.value_added0))]
             raise ValueError(f"facility {bad} loses money at starting prices; check its prices and yields")
         self.lnp0 = np.log(w.price0_usd_per_kg)  # (M, K)
         self.lnp0_flat = self.lnp0.reshape(-1)
@@ -379,10 +383,11 @@ class Simulation:
 
         # 2. plants plan output
         self.capacity *= self.cap_growth_tick
-        # operators respond to spot margins; owners invest on expected prices (below)
-        margin = np.exp(self.log_price.reshape(R, -1)) @ self.VA
+        # operators respond to spot prices; owners invest on expected prices (below)
+        prices = np.exp(self.log_price.reshape(R, -1))
         util = rules.utilisation(
-            margin / self.margin0, w.fac_utilisation, sr.utilisation_price_elasticity,
+            prices @ self.REV / (prices @ self.COST + self.value_added0),
+            w.fac_utilisation, sr.utilisation_price_elasticity,
             sr.utilisation_min, sr.utilisation_max,
         )
         out_flat = self.out_stock.reshape(R, NK)
@@ -433,9 +438,11 @@ class Simulation:
         need3 = need.reshape(R, N, K)
         self.use_exp += self.a_use * (need3 - self.use_exp)
         self.prod_exp += self.a_use * (output.reshape(R, N, K) - self.prod_exp)
+        # orders are placed after this tick's arrivals and before its dispatches, when a
+        # route of lead L holds L - 1 ticks of shipments: that is the supply line to keep
         order = rules.order_quantity(
             self.use_exp, self.in_stock, self.in_transit, self.cover_ticks,
-            self.lead_expected, self.a_stock, self.a_line,
+            self.lead_expected - 1.0, self.a_stock, self.a_line,
         )
         orders = order[:, :, None, :] * self.sourcing  # R, d, o, k
         ordered = orders.sum(axis=1)  # R, o, k

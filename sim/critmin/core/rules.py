@@ -15,18 +15,20 @@ def smoothing_weight(tick_days: float, time_constant_days: float) -> float:
 
 
 def utilisation(
-    margin_ratio: np.ndarray,
+    revenue_cost_ratio: np.ndarray,
     base_utilisation: np.ndarray,
     elasticity: float,
     lowest: float,
     highest: float,
 ) -> np.ndarray:
-    """Plants run harder when their expected margin (value added per tonne) is high.
+    """Plants run harder when output pays well relative to what it costs to make.
 
-    u = clip(u0 * (margin_exp / margin0) ** elasticity, lowest, highest);
-    a plant whose margin is gone runs at `lowest`.
+    x = revenue / (input cost + value added at starting prices)   (x = 1 at start)
+    u = clip(u0 * x ** elasticity, lowest, highest)
+    For a mine x is the price ratio p / p0; a processor with a thin margin is not
+    thrown between full and idle by small price moves (as a margin ratio would).
     """
-    ratio = np.maximum(margin_ratio, 1e-6)
+    ratio = np.maximum(revenue_cost_ratio, 1e-6)
     return np.clip(base_utilisation * ratio**elasticity, lowest, highest)
 
 

@@ -1,0 +1,82 @@
+"""Shared helpers: tiny worlds built from plain dicts, and a quick config composer."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from critmin.config.build import build_world
+from critmin.config.schema import WorldConfig
+from critmin.core.calendar import Calendar
+from critmin.core.engine import Simulation
+
+# A world of one region: a mine makes 1 t of ore a week, a refinery turns it into
+# 0.5 t of metal (half unrecovered), end users need 0.5 t of metal a week.
+# Nothing is random and nothing responds to price: every number can be worked out by hand.
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "provenance_region": "A",
+    "reference_market": "m",
+    "markets": ["m"],
+    "stages": ["mining", "refining"],
+    "products": {
+        "ore": {"price_usd_per_kg": 1.0, "target_cover_days": 14},
+        "metal": {"price_usd_per_kg": 10.0, "target_cover_days": 14},
+    },
+    "recipes": {
+        "mine": {"stage": "mining", "outputs": {"ore": 1.0}},
+        "refine": {"stage": "refining", "inputs": {"ore": 1.0}, "outputs": {"metal": 0.5},
+                   "unrecovered": 0.5},
+    },
+    "regions": {"A": {"name": "Aland", "market": "m", "zone": "z"}},
+    "facilities": {
+        "A_mine": {"region": "A", "recipe": "mine", "capacity_tpy": 52.0, "utilisation": 1.0},
+        "A_refinery": {"region": "A", "recipe": "refine", "capacity_tpy": 52.0,
+                       "utilisation": 1.0},
+    },
+    "demand": {
+        "growth_per_year": 0.0, "noise_sd": 0.0,
+        "sectors": {"users": {"product": "metal", "price_elasticity": 0.0,
+                              "substitution_max_share": 0.0}},
+        "tonnes_per_year": {"A": {"users": 26.0}},
+    },
+    "trade": {"transit_cv": 0.0, "openness": 0.0},
+    "supply_response": {"utilisation_price_elasticity": 0.0, "invest_share": 0.0},
+    "outages": {"rate_per_year": 0.0},
+}
+
+# 365.25 / 7 ticks a year: capacities in t/yr that give round weekly numbers
+WEEKS_PER_YEAR = 365.25 / 7
+
+
+def tiny_world(**changes: Any) -> dict[str, Any]:
+    """A deep copy of TINY with dotted-key changes, e.g. tiny_world(**{"demand.noise_sd": 0.1})."""
+    cfg = copy.deepcopy(TINY)
+    for key, value in changes.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+def build(cfg: dict[str, Any]):
+    merged = OmegaConf.merge(OmegaConf.structured(WorldConfig), OmegaConf.create(cfg))
+    return build_world(merged)
+
+
+def simulate(cfg: dict[str, Any], weeks: int, reps: int = 1, seed: int = 1):
+    world = build(cfg)
+    cal = Calendar(dt.date(2025, 1, 1), 7, weeks)
+    sim = Simulation(world, cal, list(range(reps)), seed)
+    return world, sim, sim.run()
+
+
+@pytest.fixture
+def weekly() -> float:
+    return WEEKS_PER_YEAR
