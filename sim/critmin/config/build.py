@@ -207,6 +207,11 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         _non_negative(rate, f"{key}.outage_rate_per_year", "per year")
         _share(share, f"{key}.outage_capacity_share")
         rec = recipes[fc.recipe]
+        p_own = price0[region_market[regions.index(fc.region)]]
+        added = float(rec["outputs"] @ p_own - rec["inputs"] @ p_own)
+        _check(added > 0, f"world.recipes.{fc.recipe}.outputs", dict(wc.recipes[fc.recipe].outputs),
+               f"plant {name} would lose money at starting prices (value added {added:.4g} "
+               "US$ per kg of activity); raise the yields or the output prices")
         value = rec["outputs"] * price0[markets.index(wc.reference_market)]
         fac["region"].append(regions.index(fc.region))
         fac["stage"].append(rec["stage"])
@@ -338,6 +343,17 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     _positive(sr.invest_review_days, "world.supply_response.invest_review_days", "days")
     _non_negative(sr.lead_time_cv, "world.supply_response.lead_time_cv")
 
+    fac_util = np.array(fac["util"], dtype=float)
+    if sr.balanced_growth_start and dc.growth_per_year != 0 and F > 0:
+        fac_util = np.minimum(
+            float(sr.utilisation_max),
+            fac_util * balanced_growth_uplift(
+                fac_inputs, fac_outputs, np.array(fac["main"], dtype=np.int64), fac_util,
+                np.array(fac["cap"], dtype=float), fac_region, sec, sourcing, transit, cover,
+                float(mr.seller_cover_days), float(dc.growth_per_year),
+            ),
+        )
+
     return World(
         name=str(wc.name),
         regions=tuple(regions), region_names=tuple(region_names),
@@ -346,7 +362,7 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         price0_usd_per_kg=price0, cover_days=cover,
         facilities=tuple(facs), fac_region=fac_region, fac_stage=tuple(fac["stage"]),
         fac_capacity_tpy=np.array(fac["cap"], dtype=float),
-        fac_utilisation=np.array(fac["util"], dtype=float),
+        fac_utilisation=fac_util,
         fac_inputs=fac_inputs, fac_input_decline_per_year=np.array(fac["dec"]).reshape(F, K),
         fac_outputs=fac_outputs, fac_unrecovered=np.array(fac["unrec"], dtype=float),
         fac_main_output=np.array(fac["main"], dtype=np.int64),
@@ -366,3 +382,40 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         supply=SupplyResponse(**{k: float(getattr(sr, k)) for k in SupplyResponse.__annotations__}),
         trade=TradeRule(**{k: float(getattr(tc, k)) for k in TradeRule.__annotations__}),
     )
+
+
+def balanced_growth_uplift(
+    fac_inputs: np.ndarray, fac_outputs: np.ndarray, fac_main: np.ndarray, fac_util: np.ndarray,
+    fac_cap: np.ndarray, fac_region: np.ndarray, sec: dict[str, list], sourcing: np.ndarray,
+    transit: np.ndarray, cover_days: np.ndarray, seller_cover_days: float, growth: float,
+) -> np.ndarray:
+    """Factor on each plant's base utilisation for a start on the balanced-growth path.
+
+    A product k is held for h_k days between the plant that makes it and the plant or
+    end user that uses it (seller stock + transit + buyer cover). Growing at g, those
+    holdings grow too, so its makers must produce exp(ln(1+g) h_k / 365) times its use;
+    and they must feed downstream plants that themselves run at their uplift:
+        U_k = exp(ln(1+g) h_k / 365) * max(U_j for products j made from k)
+    A plant's factor is U of its main output.
+    """
+    K = fac_outputs.shape[1]
+    rate = np.log1p(growth) / 365.25
+    # buyers' use of each product by region at start, to weight transit times
+    use = np.zeros((transit.shape[0], K))
+    act = fac_cap * fac_util
+    for f in range(len(act)):
+        use[fac_region[f]] += act[f] * fac_inputs[f]
+    for n, k, t in zip(sec["region"], sec["product"], sec["tpy"], strict=True):
+        use[n, k] += t
+    hold = np.zeros(K)
+    for k in range(K):
+        w = use[:, k, None] * sourcing[k]  # [dest, origin] flows
+        lead = (w * transit).sum() / w.sum() if w.sum() > 0 else 0.0
+        hold[k] = seller_cover_days + lead + cover_days[k]
+    U = np.ones(K)
+    for _ in range(K + 1):  # the chain has at most K steps
+        for k in range(K):
+            users = fac_inputs[:, k] > 0
+            down = max((U[fac_main[f]] for f in np.flatnonzero(users)), default=1.0)
+            U[k] = np.exp(rate * hold[k]) * down
+    return U[fac_main]

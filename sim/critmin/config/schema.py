@@ -117,7 +117,7 @@ class MarketRuleConfig:
     """The price and ordering rule (docs/model.md, 'Markets and prices')."""
 
     price_adjust_days: float = 21.0
-    expectation_days: float = 180.0
+    expectation_days: float = 365.0  # long-term contract prices adapt over about a year
     # Expected prices relax toward the long-run price (the starting price, real terms) with
     # this time constant: entry and exit of marginal producers that the model does not
     # represent plant by plant. 0 switches the anchor off.
@@ -140,6 +140,10 @@ class SupplyResponseConfig:
     utilisation_max: float = 1.0
     unsold_stock_brake: float = 4.0  # plants slow from half this, stop at this many x target stock
     capacity_growth_per_year: float = 0.0
+    # Start plants at the rate of balanced growth: with demand growing at g, a stage must
+    # make more than is used downstream to fill stocks and pipelines that grow with it
+    # (docs/model.md, "Balanced-growth start"). false: use the utilisations as given.
+    balanced_growth_start: bool = True
     invest_price_multiple: float = 1.5
     invest_share: float = 0.1
     invest_review_days: float = 91.0

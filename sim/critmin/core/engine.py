@@ -128,9 +128,7 @@ class Simulation:
             self.COST[m * K:(m + 1) * K, f] = w.fac_inputs[f]
         p0_flat = w.price0_usd_per_kg.reshape(-1)
         self.value_added0 = p0_flat @ self.REV - p0_flat @ self.COST
-        if np.any(self.value_added0 <= 0):
-            bad = w.facilities[int(np.argmin(self.value_added0))]
-            raise ValueError(f"facility {bad} loses money at starting prices; check its prices and yields")
+        assert np.all(self.value_added0 > 0), "the builder rejects loss-making plants"
         self.lnp0 = np.log(w.price0_usd_per_kg)  # (M, K)
         self.lnp0_flat = self.lnp0.reshape(-1)
         self.lnp_min = self.lnp0 + np.log(mr.price_min_multiple)
