@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from conftest import WEEKS_PER_YEAR, simulate, tiny_world
 
 

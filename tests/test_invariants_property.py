@@ -6,10 +6,9 @@ transit times, noise, outages) and also check the recorded flows directly.
 """
 
 import numpy as np
+from conftest import simulate, tiny_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import simulate, tiny_world
 
 
 @st.composite

@@ -181,7 +181,7 @@ class Simulation:
             env.process(self.review_investment())
         for r in range(R):
             for f in range(F):
-                if w.fac_outage_rate_per_year[f] > 0 and w.fac_outage_share[f] > 0:
+                if w.fac_outage_rate_per_year[f] > 1e-9 and w.fac_outage_share[f] > 0:
                     env.process(self.break_down(r, f))
 
     # ------------------------------------------------------------------ state
@@ -342,7 +342,7 @@ class Simulation:
 
     def review_investment(self):
         """Owners expand plants whose output price has stayed high; capacity comes after a lead time."""
-        w, sr = self.w, self.w.supply
+        sr = self.w.supply
         while True:
             yield self.env.timeout(sr.invest_review_days)
             ratio = np.exp(self.log_expected.reshape(self.R, -1)[:, self.fac_price_idx]

@@ -85,7 +85,8 @@ def sourcing_target(
     total = attraction.sum(axis=-2, keepdims=True)
     base_total = base_weight.sum(axis=-2, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        shares = np.where(total > 0.0, attraction / total, base_weight / np.where(base_total > 0, base_total, 1.0))
+        fallback = base_weight / np.where(base_total > 0, base_total, 1.0)
+        shares = np.where(total > 0.0, attraction / total, fallback)
     return shares
 
 
