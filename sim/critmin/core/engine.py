@@ -84,7 +84,7 @@ class Simulation:
 
         # --- constant matrices -------------------------------------------------
         NK = N * K
-        self.fac_col = w.fac_region * K  # column offset of each plant's region
+        self.fac_main_cols = w.fac_region * K + w.fac_main_output  # flat column of main output
         self.FI0 = np.zeros((F, NK))  # plant inputs placed at their region's columns
         self.FO = np.zeros((F, NK))
         for f in range(F):
@@ -390,7 +390,7 @@ class Simulation:
         )
         out_flat = self.out_stock.reshape(R, NK)
         seller_target = self.prod_exp.reshape(R, NK) * self.seller_cover_ticks
-        main_cols = self.fac_col + w.fac_main_output
+        main_cols = self.fac_main_cols
         with np.errstate(divide="ignore", invalid="ignore"):
             unsold = np.where(
                 seller_target[:, main_cols] > 0,
