@@ -407,8 +407,8 @@ class Simulation:
         )
         demand = (self.sec_demand_tick * self.demand_growth[t]) * price_factor \
             * (1.0 - self.substitution) * self.noise[:, t]
-        fac_need = planned @ self.FI
-        need = fac_need + demand @ self.SE
+        end_demand = demand @ self.SE  # end-use demand by region-product column
+        need = planned @ self.FI + end_demand
         stock = self.in_stock.reshape(R, NK)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(need > 0.0, np.minimum(1.0, stock / need), 1.0)
@@ -490,8 +490,8 @@ class Simulation:
         rec["production"][:, mi] += output.reshape(R, N, K)
         rec["input_use"][:, mi] += plant_use.reshape(R, N, K)
         rec["consumption"][:, mi] += end_use.reshape(R, N, K)
-        rec["demand"][:, mi] += (demand @ self.SE).reshape(R, N, K)
-        rec["unmet"][:, mi] += ((demand - served) @ self.SE).reshape(R, N, K)
+        rec["demand"][:, mi] += end_demand.reshape(R, N, K)
+        rec["unmet"][:, mi] += (end_demand - end_use).reshape(R, N, K)
         rec["provenance_use"][:, mi] += use_prov.reshape(R, N, K)
         rec["inventory"][:, mi] = stock_total
         rec["shipments"][:, mi] += shipped
