@@ -43,10 +43,6 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
 
 
-def _items(cfg: Any) -> Iterable[tuple[str, Any]]:
-    return cfg.items()
-
-
 def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(key, value, allowed)
@@ -114,10 +110,10 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     stages = list(wc.stages)
 
     # regions
-    regions = [code for code, _ in _items(wc.regions)]
+    regions = [code for code, _ in wc.regions.items()]
     _check(len(regions) >= 1, "world.regions", regions, "define at least one region")
     region_names, region_market, zones = [], [], []
-    for code, rc in _items(wc.regions):
+    for code, rc in wc.regions.items():
         _one_of(rc.market, markets, f"world.regions.{code}.market")
         region_names.append(rc.name)
         region_market.append(markets.index(rc.market))
@@ -130,18 +126,18 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     N = len(regions)
 
     # products
-    products = [name for name, _ in _items(wc.products)]
+    products = [name for name, _ in wc.products.items()]
     _check(len(products) >= 1, "world.products", products, "define at least one product")
     K = len(products)
     price0 = np.zeros((len(markets), K))
     cover = np.zeros(K)
     units = []
-    for k, (name, pc) in enumerate(_items(wc.products)):
+    for k, (name, pc) in enumerate(wc.products.items()):
         _positive(pc.price_usd_per_kg, f"world.products.{name}.price_usd_per_kg", "US$/kg")
         _positive(pc.target_cover_days, f"world.products.{name}.target_cover_days", "days")
         for m, _ in enumerate(markets):
             price0[m, k] = pc.price_usd_per_kg
-        for mk, ratio in _items(pc.market_price_ratio):
+        for mk, ratio in pc.market_price_ratio.items():
             _one_of(mk, markets, f"world.products.{name}.market_price_ratio")
             _positive(ratio, f"world.products.{name}.market_price_ratio.{mk}")
             price0[markets.index(mk), k] = pc.price_usd_per_kg * ratio
@@ -150,18 +146,18 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
 
     # recipes
     recipes: dict[str, dict[str, Any]] = {}
-    for rname, rc in _items(wc.recipes):
+    for rname, rc in wc.recipes.items():
         key = f"world.recipes.{rname}"
         if stages:
             _one_of(rc.stage, stages, f"{key}.stage")
         inputs = np.zeros(K)
         outputs = np.zeros(K)
         decline = np.zeros(K)
-        for p, q in _items(rc.inputs):
+        for p, q in rc.inputs.items():
             _one_of(p, products, f"{key}.inputs")
             _non_negative(q, f"{key}.inputs.{p}", "t per t")
             inputs[products.index(p)] = q
-        for p, q in _items(rc.outputs):
+        for p, q in rc.outputs.items():
             _one_of(p, products, f"{key}.outputs")
             _non_negative(q, f"{key}.outputs.{p}", "t per t")
             outputs[products.index(p)] = q
@@ -174,7 +170,7 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
                 f"outputs + unrecovered must add up to the inputs ({inputs.sum():g} t), "
                 f"they add up to {total:g} t; fix the yields or set mass_balanced: false",
             )
-        for p, d in _items(rc.input_decline_per_year):
+        for p, d in rc.input_decline_per_year.items():
             _check(p in rc.inputs, f"{key}.input_decline_per_year", p,
                    f"must name one of the recipe's inputs: {', '.join(rc.inputs)}")
             _check(0.0 <= d < 1.0, f"{key}.input_decline_per_year.{p}", d,
@@ -192,11 +188,11 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     _share(oc.capacity_share, "world.outages.capacity_share")
 
     # facilities
-    facs = [name for name, _ in _items(wc.facilities)]
+    facs = [name for name, _ in wc.facilities.items()]
     F = len(facs)
     fac = {k: [] for k in ("region", "stage", "cap", "util", "inp", "dec", "out", "unrec",
                            "main", "lead", "orate", "oshare")}
-    for name, fc in _items(wc.facilities):
+    for name, fc in wc.facilities.items():
         key = f"world.facilities.{name}"
         _one_of(fc.region, regions, f"{key}.region")
         _one_of(fc.recipe, list(recipes), f"{key}.recipe")
@@ -232,7 +228,7 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     # demand
     dc = wc.demand
     kinds = {}
-    for sname, sc in _items(dc.sectors):
+    for sname, sc in dc.sectors.items():
         key = f"world.demand.sectors.{sname}"
         _one_of(sc.product, products, f"{key}.product")
         _non_negative(sc.price_elasticity, f"{key}.price_elasticity")
@@ -244,9 +240,9 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
            "must be > -1 (a yearly growth rate)")
     _non_negative(dc.noise_sd, "world.demand.noise_sd")
     sec = {k: [] for k in ("name", "region", "product", "kind", "tpy", "el", "smax", "srate")}
-    for rcode, table in _items(dc.tonnes_per_year):
+    for rcode, table in dc.tonnes_per_year.items():
         _one_of(rcode, regions, "world.demand.tonnes_per_year")
-        for sname, tpy in _items(table):
+        for sname, tpy in table.items():
             key = f"world.demand.tonnes_per_year.{rcode}.{sname}"
             _one_of(sname, list(kinds), key)
             _non_negative(tpy, key, "t/yr")
@@ -276,7 +272,7 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         for o in range(N):
             transit[d, o] = (tc.transit_days_domestic if d == o else tc.transit_days_same_zone
                              if zones[d] == zones[o] else tc.transit_days_other_zone)
-    for route, days in _items(tc.transit_days):
+    for route, days in tc.transit_days.items():
         o, d = parse_route(route, regions, f"world.trade.transit_days.{route}")
         _positive(days, f"world.trade.transit_days.{route}", "days")
         transit[regions.index(d), regions.index(o)] = days
@@ -288,10 +284,10 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     for f in range(F):
         supply_cap[fac_region[f]] += fac["cap"][f] * fac["util"][f] * fac_outputs[f]
     flows = np.zeros((K, N, N))
-    for pname, table in _items(tc.flows_tpy):
+    for pname, table in tc.flows_tpy.items():
         _one_of(pname, products, "world.trade.flows_tpy")
         k = products.index(pname)
-        for route, tpy in _items(table):
+        for route, tpy in table.items():
             key = f"world.trade.flows_tpy.{pname}.{route}"
             o, d = parse_route(route, regions, key)
             _non_negative(tpy, key, "t/yr")
