@@ -179,12 +179,172 @@ class WorldConfig:
     outages: OutageConfig = field(default_factory=OutageConfig)
 
 
+# ----------------------------------------------------------------------------- levers
+# Each lever kind is a mapping of named instances (several can be active at once, e.g.
+# two stockpiles). Dates are ISO dates; null means "not set" as documented per field.
+# docs/levers.md explains every field with its unit and a real-world example.
+
+
+@dataclass
+class ExportControlConfig:
+    """An exporter's control on exports of some products to some destinations."""
+
+    exporter: str = "CHN"  # region that imposes the control
+    form: str = "ban"  # ban | quota | licensing
+    products: list[str] = field(default_factory=list)  # [] = every product
+    destinations: list[str] = field(default_factory=list)  # [] = every other region
+    except_destinations: list[str] = field(default_factory=list)  # "all but these"
+    start_date: str = MISSING
+    end_date: str | None = None  # null: open-ended
+    lift_probability: float = 1.0  # chance the control really ends at end_date (a deal may fail)
+    announce_date: str | None = None  # null: announced on start_date (no front-loading window)
+    front_loading_extra_cover_days: float = 0.0  # buyers' extra stock target while announced
+    quota_tpy: float | None = None  # form=quota: tonnes per calendar year, all covered routes
+    licence_delay_days: float = 45.0  # form=licensing: mean processing time of a licence
+    licence_delay_cv: float = 0.5  # coefficient of variation (lognormal) of that time
+    approval_rate: float = 1.0  # form=licensing: share of licences granted
+    approval_rate_by_destination: dict[str, float] = field(default_factory=dict)  # region -> rate
+    approval_rate_changes: dict[str, float] = field(default_factory=dict)  # date -> new approval_rate
+    suspend_date: str | None = None  # control suspended from this date (e.g. a truce)
+    resume_date: str | None = None  # suspension ends on this date (null: lasts to end_date)
+    reimpose_probability_per_month: float = 0.0  # chance per month the suspension is revoked
+    leakage_share: float = 0.0  # share of blocked material reaching covered buyers via third countries
+    leakage_cost_usd_per_kg: float = 0.0  # extra cost of that detour, paid by the buyer
+    leakage_extra_days: float = 30.0  # extra transit time of the detour
+    source: str = ""
+
+
+@dataclass
+class TariffConfig:
+    """An ad-valorem import duty levied by some importers on some origins and products."""
+
+    importers: list[str] = MISSING  # regions that levy it
+    origins: list[str] = field(default_factory=list)  # [] = every other region
+    except_origins: list[str] = field(default_factory=list)  # "all origins except"
+    products: list[str] = field(default_factory=list)  # [] = every product
+    exempt_products: list[str] = field(default_factory=list)
+    rate: float = MISSING  # share of the customs value (0.25 = 25 %)
+    start_date: str | None = None  # null: from the start of the run
+    end_date: str | None = None  # null: open-ended
+    schedule: dict[str, float] = field(default_factory=dict)  # date -> new rate from that date
+    source: str = ""
+
+
+@dataclass
+class StockpileConfig:
+    """A strategic reserve: buys while calm, releases in a shortage."""
+
+    holder: str = MISSING  # region whose reserve it is
+    products: list[str] = MISSING
+    initial_tonnes: dict[str, float] = field(default_factory=dict)  # product -> t held at start
+    budget_usd: float = MISSING  # most it may spend on purchases over the run
+    loan_usd: float = 0.0  # financing, for the fiscal account
+    loan_rate_per_year: float = 0.0  # interest on the loan, paid by the state
+    private_capital_usd: float = 0.0
+    member_fees_usd_per_year: float = 0.0  # fees paid by member firms for access
+    start_date: str | None = None  # purchases start (null: start of the run)
+    target_days: float = 60.0  # days of the holder's use of each product
+    max_purchase_days_per_year: float = 30.0  # buys at most this many days of use per year
+    price_cap_multiple: float = 1.5  # buys only while price <= this x starting price
+    buy_markets: list[str] = field(default_factory=list)  # [] = every market
+    release_when_shortfall_above: float = 0.02  # share of eligible need unmet that triggers release
+    release_when_price_above_multiple: float | None = None  # also release (sell) above this x start
+    release_share_per_month: float = 0.25  # most it releases per month, as a share of its stock
+    members: list[str] = field(default_factory=list)  # sector kinds that may draw; [] = all users
+    sale_price_multiple: float | None = None  # members pay this x starting price (null: market)
+    holding_cost_share_per_year: float = 0.02  # storage and insurance, share of value held
+    source: str = ""
+
+
+@dataclass
+class PriceFloorConfig:
+    """A guaranteed minimum price for covered producers; the state pays the gap."""
+
+    facilities: list[str] = MISSING  # covered plants (names in world.facilities)
+    product: str = MISSING  # the covered output
+    floor_usd_per_kg: float = MISSING
+    start_date: str = MISSING
+    years: float = 10.0  # term
+    payer: str | None = None  # region whose state pays (null: the first plant's region)
+    upside_share: float = 0.0  # state's share of the price above upside_above_usd_per_kg
+    upside_above_usd_per_kg: float | None = None  # null: no upside sharing
+    offtake: bool = False  # the state buys, at the floor, what the market does not take
+    source: str = ""
+
+
+@dataclass
+class PriceClubConfig:
+    """A plurilateral minimum price: members charge a duty on imports priced below it."""
+
+    members: list[str] = MISSING  # regions in the club
+    floor_usd_per_kg: dict[str, float] = MISSING  # product -> minimum import price
+    start_date: str = MISSING
+    end_date: str | None = None
+    source: str = ""
+
+
+@dataclass
+class ExportDiscountConfig:
+    """An exporter sells below its home price to some destinations (state-backed flooding)."""
+
+    exporter: str = "CHN"
+    products: list[str] = field(default_factory=list)  # [] = every product
+    destinations: list[str] = field(default_factory=list)  # [] = every other region
+    except_destinations: list[str] = field(default_factory=list)
+    discount_share: float = MISSING  # 0.3 = offered at 70 % of the exporter's home price
+    start_date: str = MISSING
+    end_date: str | None = None
+    source: str = ""
+
+
+@dataclass
+class CapacityAdditionConfig:
+    """New capacity of one recipe in one region, announced on a date, online after a lead time."""
+
+    region: str = MISSING
+    recipe: str = MISSING
+    capacity_tpy: float = MISSING  # t of activity per year
+    announce_date: str = MISSING
+    lead_years: float = MISSING  # mean time from announcement to output
+    lead_cv: float = 0.3  # coefficient of variation (lognormal) of the lead time
+    failure_probability: float = 0.0  # chance the project never comes online
+    utilisation: float = 0.85  # share of the new capacity used at starting prices
+    offtake: dict[str, float] = field(default_factory=dict)  # buyer region -> share of output
+    programme: str = ""  # who funds it (DoD equity, DFC, US-Japan fund, ...)
+    funding_usd: float = 0.0  # public money committed on the announce date
+    payer: str | None = None  # region whose state funds it (null: the plant's region)
+    source: str = ""
+
+
+@dataclass
+class PermittingConfig:
+    """Faster (or slower) permitting: scales the lead times of some stages' new capacity."""
+
+    lead_time_multiple: float = 1.0  # 0.5 = half the lead time
+    stages: list[str] = field(default_factory=lambda: ["mining"])
+    start_date: str | None = None  # applies to capacity announced from this date (null: always)
+    source: str = ""
+
+
+@dataclass
+class LeversConfig:
+    export_controls: dict[str, ExportControlConfig] = field(default_factory=dict)
+    tariffs: dict[str, TariffConfig] = field(default_factory=dict)
+    stockpiles: dict[str, StockpileConfig] = field(default_factory=dict)
+    price_floors: dict[str, PriceFloorConfig] = field(default_factory=dict)
+    price_clubs: dict[str, PriceClubConfig] = field(default_factory=dict)
+    export_discounts: dict[str, ExportDiscountConfig] = field(default_factory=dict)
+    capacity_additions: dict[str, CapacityAdditionConfig] = field(default_factory=dict)
+    permitting: PermittingConfig = field(default_factory=PermittingConfig)
+
+
 @dataclass
 class CritminConfig:
     """The root config. Its defaults list lives in configs/config.yaml."""
 
     world: WorldConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
+    levers: LeversConfig = field(default_factory=LeversConfig)
     scenario_name: str = "status_quo"
     scenario_question: str = ""
 
