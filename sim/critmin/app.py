@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config.build import build_run, build_world
+from .config.model import build_model
 from .config.paths import config_dir, register_all
 from .core.kpis import compute_kpis
 from .plots import plot_run
@@ -26,8 +26,7 @@ log = logging.getLogger("critmin")
 def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new)."""
     started = time.time()
-    spec = build_run(cfg)
-    world = build_world(cfg.world)
+    spec, world, levers = build_model(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     ensure_fresh(folder)
     bar = tqdm(total=spec.replications, unit="rep", desc=f"critmin {cfg.scenario_name}",
@@ -40,9 +39,9 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None) -> dict[
     writer = TimeseriesWriter(folder)
     kpi_rows, n_events = [], 0
     try:
-        for res in simulate(world, spec, progress):
-            writer.write(world, res)
-            kpi_rows.append(compute_kpis(world, res, spec.calendar.tick_days))
+        for res in simulate(world, spec, progress, levers):
+            writer.write(world, res, levers)
+            kpi_rows.append(compute_kpis(world, res, spec.calendar.tick_days, levers))
             n_events += res.n_events
         writer.close()
     finally:

@@ -63,8 +63,9 @@ def check_config(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from .config.build import ConfigError, build_run, build_world
+    from .config.build import ConfigError
     from .config.errors import describe
+    from .config.model import build_model
     from .config.paths import config_dir, register_all
     from .results import MANIFEST, TIMESERIES
 
@@ -73,8 +74,7 @@ def check_config(overrides: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        build_run(cfg)
-        build_world(cfg.world)
+        build_model(cfg)
     except ConfigError as e:
         raise UserError(str(e)) from e
     except Exception as e:  # composition errors from Hydra / OmegaConf

@@ -28,8 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .core.engine import BatchResult
+from .core.engine import LEVER_SERIES, BatchResult
 from .core.kpis import KpiRows
+from .core.levers import Levers
 from .core.world import World
 
 TIMESERIES = "timeseries.parquet"
@@ -43,6 +44,7 @@ SCHEMA = pa.schema([
     ("product", pa.string()),
     ("sector", pa.string()),
     ("origin", pa.string()),
+    ("lever", pa.string()),
     ("variable", pa.string()),
     ("value", pa.float64()),
     ("unit", pa.string()),
@@ -79,6 +81,7 @@ def _frame(rep: np.ndarray, dates: np.ndarray, values: np.ndarray, labels: dict[
         "replication": rep, "date": dates,
         "region": labels.get("region", ""), "product": labels.get("product", ""),
         "sector": labels.get("sector", ""), "origin": labels.get("origin", ""),
+        "lever": labels.get("lever", ""),
     }
     data = {}
     for k, v in cols.items():
@@ -89,7 +92,63 @@ def _frame(rep: np.ndarray, dates: np.ndarray, values: np.ndarray, labels: dict[
     return pa.Table.from_pydict(data, schema=SCHEMA)
 
 
-def timeseries_tables(world: World, res: BatchResult) -> Iterable[pa.Table]:
+def lever_labels(world: World, levers: Levers, kind: str) -> tuple[list[str], list[str]]:
+    """(instance names, region labels) of one lever kind, in the engine's order."""
+    items = getattr(levers, kind)
+    if kind == "stockpiles":
+        regions = [world.regions[x.holder] for x in items]
+    else:
+        regions = [world.regions[x.payer] for x in items]
+    return [x.name for x in items], regions
+
+
+def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndarray
+                 ) -> Iterable[pa.Table]:
+    """Rows of the levers' own series: reserves, floors, capacity deals, duties."""
+    R, MT = res.production.shape[:2]
+    for var, arr in (res.lever_series or {}).items():
+        kind, unit, per_product, _ = LEVER_SERIES[var]
+        names, regions = lever_labels(world, levers, kind)
+        I, X = arr.shape[2:]
+        rep, mi, i, x = [a.reshape(-1) for a in np.meshgrid(
+            res.replications, np.arange(MT), np.arange(I), np.arange(X), indexing="ij")]
+        keep = np.ones(rep.size, dtype=bool)
+        if per_product and kind == "stockpiles":  # only the products each reserve holds
+            held = np.array([p.products for p in levers.stockpiles])  # I, K
+            keep = held[i, x]
+        product = np.array(world.products, dtype=object)[x] if per_product else "all"
+        yield _frame(rep[keep], months[mi][keep], arr.reshape(-1)[keep],
+                     {"region": np.array(regions, dtype=object)[i][keep],
+                      "product": product[keep] if per_product else "all",
+                      "lever": np.array(names, dtype=object)[i][keep]}, var, unit)
+    for field, var, lever in (("tariff_revenue", "tariff_revenue", "duties"),
+                              ("discount_cost", "export_discount_cost", "export_discounts")):
+        arr = getattr(res, field)
+        if arr is None:
+            continue
+        N, K = len(world.regions), len(world.products)
+        rep5, mi5, d5, o5, k5 = [a.reshape(-1) for a in np.meshgrid(
+            res.replications, np.arange(MT), np.arange(N), np.arange(N), np.arange(K), indexing="ij")]
+        keep = np.broadcast_to(arr.sum((0, 1)) > 0, arr.shape).reshape(-1)
+        yield _frame(rep5[keep], months[mi5][keep], arr.reshape(-1)[keep],
+                     {"region": np.array(world.regions, dtype=object)[d5][keep],
+                      "origin": np.array(world.regions, dtype=object)[o5][keep],
+                      "product": np.array(world.products, dtype=object)[k5][keep],
+                      "lever": lever}, var, "USD/month")
+    if res.licences_pending is not None:
+        N, K = len(world.regions), len(world.products)
+        rep4, mi4, n4, k4 = [a.reshape(-1) for a in np.meshgrid(
+            res.replications, np.arange(MT), np.arange(N), np.arange(K), indexing="ij")]
+        keep = np.broadcast_to(res.licences_pending.sum((0, 1)) > 0,
+                               res.licences_pending.shape).reshape(-1)
+        yield _frame(rep4[keep], months[mi4][keep], res.licences_pending.reshape(-1)[keep],
+                     {"region": np.array(world.regions, dtype=object)[n4][keep],
+                      "product": np.array(world.products, dtype=object)[k4][keep],
+                      "lever": "export_controls"}, "licences_pending", "t")
+
+
+def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = None
+                      ) -> Iterable[pa.Table]:
     """The long-format rows of one batch, one block per variable."""
     R, MT, N, K = res.production.shape
     months = np.array(res.months, dtype="datetime64[D]")
@@ -137,6 +196,8 @@ def timeseries_tables(world: World, res: BatchResult) -> Iterable[pa.Table]:
     fac_name = np.array(world.facilities, dtype=object)[f]
     yield _frame(repf, months[mif], res.capacity, {"region": fac_region, "origin": fac_name},
                  "capacity", "t/yr")
+    if levers is not None:
+        yield from lever_tables(world, levers, res, months)
 
 
 class TimeseriesWriter:
@@ -147,8 +208,8 @@ class TimeseriesWriter:
         self.tmp = folder / (TIMESERIES + ".partial")
         self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
 
-    def write(self, world: World, res: BatchResult) -> None:
-        for table in timeseries_tables(world, res):
+    def write(self, world: World, res: BatchResult, levers: Levers | None = None) -> None:
+        for table in timeseries_tables(world, res, levers):
             self.writer.write_table(table)
 
     def close(self) -> None:
@@ -158,9 +219,9 @@ class TimeseriesWriter:
 
 def kpi_frame(rows: Iterable[KpiRows]) -> pd.DataFrame:
     frames = [pd.DataFrame({"replication": r.replication, "region": r.region, "product": r.product,
-                            "kpi": r.kpi, "value": r.value}) for r in rows]
+                            "lever": r.lever, "kpi": r.kpi, "value": r.value}) for r in rows]
     df = pd.concat(frames, ignore_index=True)
-    return df.sort_values(["kpi", "region", "product", "replication"], kind="stable",
+    return df.sort_values(["kpi", "region", "product", "lever", "replication"], kind="stable",
                           ignore_index=True)
 
 

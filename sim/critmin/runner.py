@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from .config.build import RunSpec
 from .core.engine import BatchResult, Simulation
+from .core.levers import Levers
 from .core.world import World
 
 
@@ -23,6 +24,7 @@ def simulate(
     world: World,
     spec: RunSpec,
     on_progress: Callable[[float], None] | None = None,
+    levers: Levers | None = None,
 ) -> Iterator[BatchResult]:
     """Yield one `BatchResult` per batch; `on_progress` gets replications done (fractional)."""
     done = 0
@@ -31,5 +33,6 @@ def simulate(
             if on_progress is not None:
                 on_progress(_done + frac * _n)
 
-        yield Simulation(world, spec.calendar, reps, spec.seed, progress=progress).run()
+        yield Simulation(world, spec.calendar, reps, spec.seed, progress=progress,
+                         levers=levers).run()
         done += len(reps)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .engine import BatchResult
+from .levers import Levers
 from .world import World
 
 RECOVERY_THRESHOLD = 0.01  # a month counts as "in shortfall" above 1 % unmet demand
@@ -23,6 +24,7 @@ class KpiRows:
     product: list[str]
     kpi: list[str]
     value: np.ndarray
+    lever: list[str]  # "" for KPIs of the market, a lever instance's name for its own KPIs
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -47,8 +49,9 @@ def time_to_recover_days(share: np.ndarray, month_days: np.ndarray,
     return float(month_days[start + back[0]] - month_days[start])
 
 
-def compute_kpis(world: World, res: BatchResult, tick_days: int) -> KpiRows:
-    reps, regions, products, kpis, values = [], [], [], [], []
+def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers | None = None
+                 ) -> KpiRows:
+    reps, regions, products, kpis, values, lever_names = [], [], [], [], [], []
 
     def add(name: str, arr: np.ndarray, labels_n: tuple[str, ...]) -> None:
         # arr [R, n, k]; rows only where defined (not NaN)
@@ -63,6 +66,16 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int) -> KpiRows:
                 products.extend([world.products[k]] * R)
                 kpis.extend([name] * R)
                 values.append(col)
+                lever_names.extend([""] * R)
+
+    def add_lever(name: str, col: np.ndarray, region: str, product: str, lever: str) -> None:
+        R = len(col)
+        reps.append(res.replications)
+        regions.extend([region] * R)
+        products.extend([product] * R)
+        kpis.extend([name] * R)
+        values.append(np.asarray(col, dtype=float))
+        lever_names.extend([lever] * R)
 
     demand = res.demand.sum(1)
     unmet = res.unmet.sum(1)
@@ -99,4 +112,43 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int) -> KpiRows:
     has_demand = demand > 0
     add("time_to_recover_days", np.where(has_demand, ttr, np.nan), world.regions)
     # a NaN time_to_recover_days where demand exists means "not recovered by the horizon"
-    return KpiRows(np.concatenate(reps), regions, products, kpis, np.concatenate(values))
+    if levers is not None:
+        lever_kpis(world, res, levers, add_lever)
+    return KpiRows(np.concatenate(reps), regions, products, kpis, np.concatenate(values),
+                   lever_names)
+
+
+def lever_kpis(world: World, res: BatchResult, levers: Levers, add) -> None:
+    """Fiscal cost of each lever instance over the horizon (US$, cash out minus cash in, not
+    discounted), duties collected, and what reserves and floors did."""
+    ls = res.lever_series or {}
+    total = {name: arr.sum(axis=1) for name, arr in ls.items()}  # [R, I, X]
+    for i, sp in enumerate(levers.stockpiles):
+        holder = world.regions[sp.holder]
+        cost = total["stockpile_cash_spent"][:, i, 0] - total["stockpile_cash_received"][:, i, 0]
+        add("fiscal_cost_usd", cost, holder, "all", sp.name)
+        for k in np.flatnonzero(sp.products):
+            prod = world.products[k]
+            add("stockpile_released_t", total["stockpile_release"][:, i, k], holder, prod, sp.name)
+            add("stockpile_bought_t", total["stockpile_purchases"][:, i, k], holder, prod, sp.name)
+            add("stockpile_peak_level_t", ls["stockpile_level"][:, :, i, k].max(axis=1), holder, prod,
+                sp.name)
+    for i, fl in enumerate(levers.price_floors):
+        payer = world.regions[fl.payer]
+        cost = (total["floor_gap_payments"][:, i, 0] + total["floor_offtake_cost"][:, i, 0]
+                - total["floor_upside_received"][:, i, 0])
+        add("fiscal_cost_usd", cost, payer, "all", fl.name)
+        add("floor_covered_output_t", total["floor_covered_output"][:, i, 0], payer,
+            world.products[fl.product], fl.name)
+    for i, ca in enumerate(levers.capacity_additions):
+        add("fiscal_cost_usd", total["capacity_funding"][:, i, 0], world.regions[ca.payer], "all",
+            ca.name)
+    if res.tariff_revenue is not None:
+        duties = res.tariff_revenue.sum(axis=(1, 3))  # R, importer, K
+        spent = res.discount_cost.sum(axis=(1, 2))  # R, exporter, K
+        for n, region in enumerate(world.regions):
+            for k, prod in enumerate(world.products):
+                if duties[:, n, k].any():
+                    add("tariff_revenue_usd", duties[:, n, k], region, prod, "duties")
+                if spent[:, n, k].any():
+                    add("export_discount_cost_usd", spent[:, n, k], region, prod, "export_discounts")

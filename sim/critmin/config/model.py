@@ -1,0 +1,21 @@
+"""From a composed config to the model's inputs: run spec, world and levers, all checked."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..core.levers import Levers
+from ..core.world import World
+from .build import RunSpec, build_run, build_world
+from .levers import add_planned_facilities, build_levers
+
+
+def build_model(cfg: Any) -> tuple[RunSpec, World, Levers]:
+    """Check and compile a root config (`CritminConfig`). Raises `ConfigError` on bad input."""
+    spec = build_run(cfg)
+    world_cfg = copy.deepcopy(cfg.world)
+    add_planned_facilities(world_cfg, cfg.levers)
+    world = build_world(world_cfg)
+    levers = build_levers(cfg.levers, world, spec.calendar, world_cfg)
+    return spec, world, levers
