@@ -27,6 +27,7 @@ from ..core.levers import (
 )
 from ..core.world import World
 from .build import ConfigError, _check, _non_negative, _number, _one_of, _positive, _share, parse_date
+from .schema import FacilityConfig
 
 FORMS = ("ban", "quota", "licensing")
 
@@ -44,11 +45,10 @@ def add_planned_facilities(world_cfg: Any, levers_cfg: Any) -> None:
         _one_of(ca.recipe, list(world_cfg.recipes), f"{key}.recipe")
         _share(ca.utilisation, f"{key}.utilisation")
         if _find_facility(world_cfg, ca.region, ca.recipe) is None:
-            world_cfg.facilities[new_facility_name(ca.region, ca.recipe)] = {
-                "region": ca.region, "recipe": ca.recipe, "capacity_tpy": 0.0,
-                "utilisation": float(ca.utilisation),
-                "source": f"planned plant of capacity addition {name}",
-            }
+            world_cfg.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
+                region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
+                utilisation=float(ca.utilisation), source=f"planned plant of capacity addition {name}",
+            )
 
 
 def _find_facility(world_cfg: Any, region: str, recipe: str) -> str | None:
