@@ -31,8 +31,12 @@ def _allowed_keys(full_key: str) -> str:
     try:
         node: Any = OmegaConf.structured(CritminConfig)
         for part in filter(None, parent.split(".")):
-            node = node[part] if part in node else None
-            if node is None:
+            element = getattr(node._metadata, "element_type", None) if OmegaConf.is_dict(node) else None
+            if part in node:
+                node = node[part]
+            elif isinstance(element, type) and hasattr(element, "__dataclass_fields__"):
+                node = OmegaConf.structured(element)  # a named instance of a typed mapping
+            else:
                 return ""
         if OmegaConf.is_dict(node):
             keys = [k for k in node.keys() if not str(k).startswith("_")]
@@ -65,6 +69,13 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
             value = _value_for(key, overrides)
             shown = f"={value!r}" if value is not None else ""
             return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key)}"
+        if isinstance(e, ValidationError) and "is not a subclass of" in str(e):
+            name = str(getattr(e, "full_key", "") or "")
+            key = next((o.lstrip("+~").partition("=")[0] for o in overrides
+                        if f".{name}" in o.partition("=")[0]), name)
+            return (f"{key}: a new lever instance cannot be created on the command line; add it "
+                    "in a scenario file or a configs/levers/<kind>/ option file (docs/levers.md), "
+                    "then tune its fields with overrides")
         if isinstance(e, ValidationError) and getattr(e, "full_key", None):
             key = str(e.full_key)
             value = _value_for(key, overrides)

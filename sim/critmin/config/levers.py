@@ -7,10 +7,12 @@ Dates become days since the run's start date; an open end is `inf`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
+from omegaconf import open_dict
 
 from ..core.calendar import Calendar
 from ..core.levers import (
@@ -26,6 +28,7 @@ from ..core.levers import (
     Tariff,
 )
 from ..core.world import World
+from . import schema
 from .build import ConfigError, _check, _non_negative, _number, _one_of, _positive, _share, parse_date
 from .schema import FacilityConfig
 
@@ -45,10 +48,12 @@ def add_planned_facilities(world_cfg: Any, levers_cfg: Any) -> None:
         _one_of(ca.recipe, list(world_cfg.recipes), f"{key}.recipe")
         _share(ca.utilisation, f"{key}.utilisation")
         if _find_facility(world_cfg, ca.region, ca.recipe) is None:
-            world_cfg.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
-                region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
-                utilisation=float(ca.utilisation), source=f"planned plant of capacity addition {name}",
-            )
+            with open_dict(world_cfg):  # composed configs are read-only (struct) by default
+                world_cfg.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
+                    region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
+                    utilisation=float(ca.utilisation),
+                    source=f"planned plant of capacity addition {name}",
+                )
 
 
 def _find_facility(world_cfg: Any, region: str, recipe: str) -> str | None:
@@ -371,9 +376,34 @@ def build_permitting(ctx: _Ctx, pc: Any) -> Permitting:
                       start_day=start)
 
 
+def _check_fields(levers_cfg: Any) -> None:
+    """Refuse fields the schema does not know (`+levers.x.y.typo=1` slips past composition)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(schema.LeversConfig)}
+    for kind in kinds:
+        node = levers_cfg[kind]
+        instances = [("", node)] if kind == "permitting" else list(node.items())
+        cls = schema.PermittingConfig if kind == "permitting" else _INSTANCE_TYPES[kind]
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name, inst in instances:
+            for key in inst.keys():
+                if key not in known:
+                    where = f"levers.{kind}" + (f".{name}" if name else "")
+                    raise ConfigError(f"{where}.{key}", inst[key],
+                                      f"unknown field; the fields are {', '.join(known)}")
+
+
+_INSTANCE_TYPES = {
+    "export_controls": schema.ExportControlConfig, "tariffs": schema.TariffConfig,
+    "stockpiles": schema.StockpileConfig, "price_floors": schema.PriceFloorConfig,
+    "price_clubs": schema.PriceClubConfig, "export_discounts": schema.ExportDiscountConfig,
+    "capacity_additions": schema.CapacityAdditionConfig,
+}
+
+
 def build_levers(levers_cfg: Any, world: World, cal: Calendar, world_cfg: Any) -> Levers:
     """Check every lever and compile them; `world` must be built from `world_cfg` after
     `add_planned_facilities`."""
+    _check_fields(levers_cfg)
     ctx = _Ctx(world, cal, list(world_cfg.stages))
     lc = levers_cfg
     return Levers(
