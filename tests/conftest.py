@@ -55,7 +55,12 @@ WEEKS_PER_YEAR = 365.25 / 7
 
 def tiny_world(**changes: Any) -> dict[str, Any]:
     """A deep copy of TINY with dotted-key changes, e.g. tiny_world(**{"demand.noise_sd": 0.1})."""
-    cfg = copy.deepcopy(TINY)
+    return with_changes(TINY, changes)
+
+
+def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with dotted-key changes."""
+    cfg = copy.deepcopy(base)
     for key, value in changes.items():
         node = cfg
         parts = key.split(".")
@@ -140,11 +145,4 @@ TRADE: dict[str, Any] = {
 
 
 def trade_world(**changes: Any) -> dict[str, Any]:
-    cfg = copy.deepcopy(TRADE)
-    for key, value in changes.items():
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return cfg
+    return with_changes(TRADE, changes)
