@@ -528,7 +528,7 @@ class Simulation:
         controls, piles, floors = self.controls, self.piles, self.floors
         prices = np.exp(self.log_price.reshape(R, -1))
         origin_price = prices.reshape(R, self.M, K)[:, w.region_market, :]  # R, o, K
-        offer = self._landed_costs(origin_price)[0] if self.terms is not None else None
+        offer = self.terms.offer_price(origin_price) if self.terms is not None else None
         extra_used = np.zeros((R, NK))
 
         # 1. arrivals; licences decided: granted ones ship, refused ones go back to the exporter
@@ -595,7 +595,7 @@ class Simulation:
         use_prov = use * prov_share_in
         stock -= use
         prov_flat -= use_prov
-        if piles is not None and piles.piles and any(sp.members_only for sp in piles.piles):
+        if piles is not None and piles.any_members_only:
             extra, extra_prov = piles.release_to_members(demand, served)
             extra_used = extra @ self.SE
             end_use = end_use + extra_used

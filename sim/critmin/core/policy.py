@@ -332,6 +332,7 @@ class Stockpiles:
         self.release_tick_share = 1.0 - (1.0 - month_share) ** (sim.cal.tick_days / MONTH_DAYS)
         self.holder_cols = np.array([sp.holder * K for sp in piles], dtype=np.int64)
         self.orders = np.zeros((R, P, sim.N, K))
+        self.any_members_only = any(sp.members_only for sp in piles)
 
     def total_by_product(self) -> np.ndarray:
         return self.level.sum(axis=1)
