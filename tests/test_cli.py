@@ -29,7 +29,7 @@ def test_run_writes_tables_manifest_and_plots(tmp_path):
         assert (folder / name).stat().st_size > 0, name
     k = pd.read_csv(folder / "kpis.csv")
     assert list(k.columns) == ["replication", "region", "product", "lever", "kpi", "value"]
-    assert set(k.kpi) == {"shortfall_share", "peak_shortfall_share", "min_days_of_cover",
+    assert set(k.kpi) == {"shortfall_share", "unmet_demand_t", "peak_shortfall_share", "min_days_of_cover",
                           "price_peak_multiple", "china_share_of_supply", "import_reliance",
                           "time_to_recover_days"}
     assert sorted(k.replication.unique()) == [0, 1, 2]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -17,24 +20,31 @@ from .config.model import build_model
 from .config.paths import config_dir, register_all
 from .core.kpis import compute_kpis
 from .plots import plot_run
-from .results import TimeseriesWriter, ensure_fresh, kpi_frame, write_kpis, write_manifest
+from .results import TimeseriesWriter, ensure_fresh, kpi_frame, write_atomic, write_kpis, write_manifest
 from .runner import simulate
+from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status
 
 log = logging.getLogger("critmin")
 
 
-def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new)."""
+def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
+            report: ProgressFile | None = None) -> dict[str, Any]:
+    """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new).
+
+    Progress goes to a bar on stderr, or to `report` (a sweep job's progress file).
+    """
     started = time.time()
     spec, world, levers = build_model(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     ensure_fresh(folder)
     bar = tqdm(total=spec.replications, unit="rep", desc=f"critmin {cfg.scenario_name}",
-               disable=not spec.progress, file=sys.stderr,
+               disable=not spec.progress or report is not None, file=sys.stderr,
                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} reps [{elapsed}<{remaining}]")
 
     def progress(done: float) -> None:
         bar.update(done - bar.n)
+        if report is not None:
+            report(done)
 
     writer = TimeseriesWriter(folder)
     kpi_rows, n_events = [], 0
@@ -66,9 +76,63 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None) -> dict[
         "overrides": list(overrides or []),
         "files": ["timeseries.parquet", "kpis.csv", *plots],
     }
-    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    config = job_config(cfg)
+    summary["config_sha256"] = config_digest(config)
     write_manifest(folder, config, summary)  # last: a folder without it is incomplete
     return summary
+
+
+def job_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config of a job, without Hydra's own settings."""
+    if not OmegaConf.is_config(cfg):
+        return dict(cfg)
+    out: dict[str, Any] = {}
+    for key in cfg:
+        if key != "hydra":
+            value = cfg[key]
+            out[str(key)] = (OmegaConf.to_container(value, resolve=True)
+                             if OmegaConf.is_config(value) else value)
+    return out
+
+
+RESULT_FILES = ("timeseries.parquet", "timeseries.parquet.partial", "kpis.csv", "kpis.csv.partial",
+                PROGRESS, FAILED)
+
+
+def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
+    """One job of a sweep: skip it if complete, else run it; a failure is recorded, not raised.
+
+    Returns the job's status: "skipped", "complete" or "failed".
+    """
+    digest = config_digest(job_config(cfg))
+    status = job_status(folder, digest)
+    if status == "complete":
+        log.info("critmin: job %s is complete, skipped", folder.name)
+        return "skipped"
+    if status == "stale":  # `critmin sweep` refuses this before launching; a direct --multirun gets here
+        error = (f"{folder} holds this job run with a different config; critmin never overwrites "
+                 "results: sweep into a new folder")
+        write_atomic(folder / FAILED, json.dumps({"error": error, "overrides": overrides}, indent=2))
+        log.error("critmin: %s", error)
+        return "failed"
+    for name in RESULT_FILES:  # left by an interrupted or failed attempt; no manifest, so incomplete
+        (folder / name).unlink(missing_ok=True)
+    for png in folder.glob("*.png"):
+        png.unlink()
+    try:
+        report = ProgressFile(folder, int(cfg.run.replications))
+        run_job(cfg, folder, overrides, report=report)
+        report(float(cfg.run.replications), force=True)
+        return "complete"
+    except Exception as e:  # noqa: BLE001 - recorded for the user, the other jobs go on
+        from .config.build import ConfigError
+
+        error = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        write_atomic(folder / FAILED, json.dumps({
+            "error": error, "overrides": overrides, "traceback": traceback.format_exc(),
+        }, indent=2))
+        log.error("critmin: job %s failed: %s", folder.name, error)
+        return "failed"
 
 
 def _print_summary(folder: Path, summary: dict[str, Any]) -> None:
@@ -92,5 +156,8 @@ register_all()
 def hydra_run(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     folder = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        run_sweep_job(cfg, folder, list(hc.overrides.task))
+        return
     summary = run_job(cfg, folder, list(hc.overrides.task))
     _print_summary(folder, summary)

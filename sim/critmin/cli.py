@@ -12,21 +12,28 @@ Python traceback instead.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 USAGE = """usage: critmin COMMAND [options] [key=value ...]
 
 commands:
-  run      simulate a world with replications; writes tables, plots and a manifest
-           into a new folder under results/runs/ (try: critmin run --help)
+  run        simulate a world with replications; writes tables, plots and a manifest
+             into a new folder under results/runs/ (try: critmin run --help)
+  sweep      run many jobs (a Hydra multirun) into one folder, in parallel; resumable
+  aggregate  rebuild a sweep's summary table (summary.parquet, summary.csv)
+  compare    comparison plots, tables and report.html of one or more sweeps
 
 options for every command:
   --debug  show a Python traceback on errors
 
 Examples:
   critmin run
+  critmin sweep sweep=quickstart && critmin compare results/sweeps/quickstart
   critmin run run.horizon_years=10 run.replications=50 run.seed=7
   critmin run --cfg job
 """
@@ -58,22 +65,22 @@ def _overrides(args: list[str]) -> list[str]:
     return out
 
 
-def check_config(overrides: list[str]) -> None:
-    """Compose and build the config once; raise UserError with a one-line message."""
-    from hydra import compose, initialize_config_dir
+def compose(overrides: list[str]) -> Any:
+    """Compose and build the config once (with Hydra's settings); raise UserError in one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from .config.build import ConfigError
     from .config.errors import describe
     from .config.model import build_model
     from .config.paths import config_dir, register_all
-    from .results import MANIFEST, TIMESERIES
 
     register_all()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
         build_model(cfg)
     except ConfigError as e:
         raise UserError(str(e)) from e
@@ -81,6 +88,14 @@ def check_config(overrides: list[str]) -> None:
         raise UserError(describe(e, overrides)) from e
     finally:
         GlobalHydra.instance().clear()
+    return cfg
+
+
+def check_config(overrides: list[str]) -> None:
+    """Compose and check a run's config and its folder; raise UserError with a one-line message."""
+    from .results import MANIFEST, TIMESERIES
+
+    cfg = compose(overrides)
     folder = Path(str(cfg.hydra.run.dir))
     if (folder / MANIFEST).exists() or (folder / TIMESERIES).exists():
         raise UserError(
@@ -101,6 +116,181 @@ def _run(args: list[str], debug: bool) -> int:
     return 0
 
 
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="critmin sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run many jobs (a Hydra multirun) into one sweep folder, in parallel, then "
+                    "aggregate their KPIs.\nAxes come from a named sweep file (sweep=NAME, "
+                    "configs/sweep/NAME.yaml) and/or overrides with comma-separated values.",
+        epilog="""examples:
+  critmin sweep sweep=quickstart                      # 4 policy packages x 2 Chinese behaviours
+  critmin sweep package=none,full levers/export_control=licensing_2025,ban_12m run.replications=20
+  critmin sweep scenario=status_quo,project_vault --dir results/sweeps/vault   # re-run to resume
+  critmin sweep sweep=quickstart hydra/launcher=ray_cluster    # on a Ray cluster (README)
+  critmin sweep sweep=quickstart hydra/launcher=slurm          # on Slurm via submitit (README)
+
+Re-running a sweep into the same folder skips its completed jobs and retries the rest.
+All jobs share run.seed: policies are compared under the same random draws.""")
+    p.add_argument("overrides", nargs="*", metavar="key=value[,value...]",
+                   help="config overrides; a comma-separated list is an axis of the sweep")
+    p.add_argument("--dir", help="sweep folder (default: the sweep file's, or "
+                                 "results/sweeps/<date-time>); an existing one is resumed")
+    p.add_argument("--jobs", type=int, help="parallel local jobs (joblib launcher; default: all cores)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their status, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _sweep(args: list[str], debug: bool) -> int:
+    from .sweep import JOBS, SweepError, SweepMonitor, job_status, plan_sweep, write_job_table, write_record
+
+    opts = _sweep_parser().parse_args(args)
+    bad = [o for o in opts.overrides if "=" not in o and not o.startswith("~")]
+    if bad:
+        raise UserError(f"{bad[0]!r} is not an override: write key=value or key=a,b,c "
+                        "(see critmin sweep --help)")
+    if opts.jobs is not None:
+        if opts.jobs < 1:
+            raise UserError(f"--jobs={opts.jobs} is not allowed: must be >= 1")
+        opts.overrides.append(f"hydra.launcher.n_jobs={opts.jobs}")
+
+    def compose_job(overrides: list[str]) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        from omegaconf import OmegaConf
+
+        try:
+            cfg = compose(overrides)
+        except UserError as e:
+            job = " ".join(o for o in overrides if not o.startswith("hydra"))
+            raise UserError(f"{e} [job: {job or 'defaults'}]" if job else str(e)) from e
+        from .app import job_config
+
+        hydra_info = {
+            "params": {str(k): v for k, v in (cfg.hydra.sweeper.get("params") or {}).items()},
+            "sweep_dir": str(cfg.hydra.sweep.dir),
+            "launcher": str(OmegaConf.select(cfg, "hydra.launcher._target_", default="?")),
+        }
+        return job_config(cfg), int(cfg.run.replications), hydra_info
+
+    try:
+        plan = plan_sweep(opts.overrides, opts.dir, compose_job)
+    except SweepError as e:
+        raise UserError(str(e)) from e
+    before = {j.name: job_status(plan.folder / JOBS / j.name, j.digest) for j in plan.jobs}
+    todo = [n for n, st in before.items() if st != "complete"]
+    axes = " x ".join(f"{k} ({len(v)})" for k, v in plan.axes.items()) or "none"
+    print(f"critmin: sweep {plan.folder}: {len(plan.jobs)} jobs, axes {axes}; "
+          f"{len(plan.jobs) - len(todo)} complete (skipped), {len(todo)} to run "
+          f"with the {plan.launcher}", flush=True)
+    if opts.dry_run:
+        for j in plan.jobs:
+            print(f"  {before[j.name]:10s} {j.name}")
+        return 0
+    write_record(plan, ["critmin", "sweep", *args])
+    from . import app
+
+    launch = [a for a in opts.overrides if not a.startswith("hydra.sweep.dir=")]
+    sys.argv = [sys.argv[0], "--multirun", *launch, f"hydra.sweep.dir={plan.folder}"]
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    started = time.time()
+    try:
+        with SweepMonitor(plan, enabled=not opts.no_progress):
+            if todo:
+                app.hydra_run()
+    except KeyboardInterrupt:
+        write_job_table(plan, {})
+        print(f"critmin: sweep interrupted; completed jobs are kept. Run the same command to "
+              f"resume: {' '.join(['critmin', 'sweep', *args])}", file=sys.stderr)
+        return 130
+    launched = {n: ("skipped" if st == "complete" else "run") for n, st in before.items()}
+    rows = write_job_table(plan, launched)
+    failed = [r for r in rows if r["status"] != "complete"]
+    print(f"critmin: sweep {plan.folder}: {len(rows) - len(failed)}/{len(rows)} jobs complete "
+          f"({len(rows) - len(todo)} skipped), {len(failed)} failed, {time.time() - started:.0f} s")
+    for r in failed:
+        print(f"  failed: {r['job']}: {r['error'] or r['status']}  "
+              f"(details: {plan.folder / JOBS / r['job']})", file=sys.stderr)
+    if len(failed) < len(rows):
+        from .aggregate import SUMMARY, aggregate
+
+        summary = aggregate(plan.folder)
+        print(f"  summary: {plan.folder / SUMMARY} ({len(summary)} rows; also summary.csv)")
+        print(f"  next: critmin compare {plan.folder}")
+    if failed:
+        print("critmin: some jobs failed; fix the cause and run the same command again: completed "
+              "jobs are skipped, failed ones are retried", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _aggregate(args: list[str], debug: bool) -> int:
+    from .aggregate import SUMMARY, AggregateError, aggregate
+
+    p = argparse.ArgumentParser(prog="critmin aggregate",
+                                description="Rebuild summary.parquet and summary.csv of a sweep from "
+                                            "its completed jobs (one row per job, replication, "
+                                            "region, product, lever and KPI; one column per axis).")
+    p.add_argument("sweep_dir", type=Path, help="the sweep folder, e.g. results/sweeps/quickstart")
+    opts = p.parse_args(args)
+    try:
+        summary = aggregate(opts.sweep_dir)
+    except AggregateError as e:
+        raise UserError(str(e)) from e
+    axes = summary.attrs.get("axes", [])
+    print(f"critmin: wrote {opts.sweep_dir / SUMMARY} and summary.csv: {summary.job.nunique()} jobs, "
+          f"{len(summary)} rows; axes: {', '.join(axes) or 'none'}")
+    return 0
+
+
+def _compare(args: list[str], debug: bool) -> int:
+    from .compare import CompareError, Options, compare
+
+    d = Options()
+    p = argparse.ArgumentParser(
+        prog="critmin compare", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Comparison plots (PNG + SVG/PDF), a summary table (Markdown, CSV) and a "
+                    "self-contained report.html of one or more sweeps, with 5-95 %% bands over "
+                    "replications. The first swept axis is compared (one colour per value); the "
+                    "others make the panels.",
+        epilog="""examples:
+  critmin compare results/sweeps/quickstart
+  critmin compare results/sweeps/quickstart --region EU --product magnet --kpi peak_shortfall_share
+  critmin compare results/sweeps/quickstart --reference package=stockpiles --format pdf
+  critmin compare results/sweeps/a results/sweeps/b --out results/compare/a_vs_b""")
+    p.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR")
+    p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/compare for one "
+                                            "sweep, results/compare/<date-time> for several)")
+    p.add_argument("--region", default=d.region, help=f"region for shortfalls and China's share "
+                                                      f"(default {d.region})")
+    p.add_argument("--product", default=d.product, help=f"product (default {d.product})")
+    p.add_argument("--market", default=d.market, help=f"price market (default {d.market})")
+    p.add_argument("--kpi", default=d.kpi, help=f"KPI of the heatmap (default {d.kpi})")
+    p.add_argument("--reference", help="baseline as axis=value on the first axis (default: its "
+                                       "first value, e.g. package=none)")
+    p.add_argument("--heatmap-axes", nargs=2, metavar=("X", "Y"), help="two swept axes (default: "
+                                                                       "the first two)")
+    p.add_argument("--target-share", type=float, default=d.target_share,
+                   help=f"China-share target line (default {d.target_share})")
+    p.add_argument("--target-year", type=int, default=d.target_year,
+                   help=f"year of that target (default {d.target_year})")
+    p.add_argument("--format", choices=["svg", "pdf"], default="svg",
+                   help="vector format besides PNG (default svg)")
+    o = p.parse_args(args)
+    if not 0 <= o.target_share <= 1:
+        raise UserError(f"--target-share={o.target_share} is not allowed: must be in [0, 1]")
+    opts = Options(region=o.region, product=o.product, kpi=o.kpi, reference=o.reference,
+                   heatmap_axes=o.heatmap_axes, market=o.market, target_share=o.target_share,
+                   target_year=o.target_year, formats=["png", o.format])
+    try:
+        out = compare(o.sweep_dirs, o.out, opts)
+    except CompareError as e:
+        raise UserError(str(e)) from e
+
+    print(f"critmin: wrote {out}: plots (PNG, {o.format.upper()}), summary_table.md/.csv, "
+          f"cost_effectiveness.csv, report.html")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("CRITMIN_DEBUG") == "1"
@@ -116,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(words) >= 2 and words[1] == "run":
             os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
         cmd, rest = "run", args
-    commands = {"run": _run}
+    commands = {"run": _run, "sweep": _sweep, "aggregate": _aggregate, "compare": _compare}
     if cmd not in commands:
         print(f"critmin: unknown command {cmd!r}; allowed: {', '.join(commands)} "
               "(see critmin --help)", file=sys.stderr)
@@ -128,12 +318,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"critmin: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("critmin: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if debug:
             raise
+        from .aggregate import AggregateError
         from .results import RunFolderError
 
-        if isinstance(e, RunFolderError):
+        if isinstance(e, (RunFolderError, AggregateError)):
             print(f"critmin: error: {e}", file=sys.stderr)
             return 2
         print(f"critmin: internal error: {type(e).__name__}: {e} (rerun with --debug for the "

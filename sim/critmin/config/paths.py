@@ -44,9 +44,18 @@ def first_comment(path: Path) -> str:
     return ""
 
 
+def _job_name(overrides: object) -> str:
+    from ..sweep import job_name
+
+    return job_name([str(o) for o in overrides])  # type: ignore[attr-defined]
+
+
 def register_all() -> None:
-    """Register the schema and every scenario file with Hydra's ConfigStore."""
+    """Register the schema, every scenario file and critmin's resolvers with Hydra."""
     register()
+    # `hydra.sweep.subdir` names each sweep job's folder by its overrides (configs/config.yaml)
+    if not OmegaConf.has_resolver("critmin_job_name"):
+        OmegaConf.register_new_resolver("critmin_job_name", _job_name)
     cs = ConfigStore.instance()
     for path in sorted(scenario_dir().glob("*.yaml")):
         node = OmegaConf.load(path)

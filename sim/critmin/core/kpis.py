@@ -82,6 +82,7 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers 
     use_m = res.input_use + res.consumption  # [R, MT, N, K]
     use = use_m.sum(1)
     add("shortfall_share", _ratio(unmet, demand), world.regions)
+    add("unmet_demand_t", np.where(demand > 0, unmet, np.nan), world.regions)
     monthly_share = _ratio(res.unmet, res.demand)  # [R, MT, N, K]
     with np.errstate(all="ignore"):
         peak = np.where(demand > 0, np.nanmax(np.nan_to_num(monthly_share, nan=0.0), axis=1), np.nan)

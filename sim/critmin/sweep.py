@@ -1,0 +1,307 @@
+"""Sweeps: many jobs of one study, each its own `critmin run`, in one folder.
+
+    SWEEP_DIR/
+      sweep.json            the axes, the fixed overrides and every launch (for re-running the study)
+      jobs/<name>/          one folder per job, named by its overrides (stable across re-runs)
+        manifest.json       written last: the completion marker
+        failed.json         the error of a job that failed (the others go on)
+        progress.json       replications done, read by the sweep's progress bar
+      jobs.csv              status of every job after the last launch
+      summary.parquet/.csv  the KPI table of all completed jobs (`critmin aggregate`)
+
+A job whose folder holds a manifest with the same config digest is skipped, so a
+sweep that was interrupted or had failures is resumed by running it again. A
+completed job whose config differs (e.g. a changed replication count) is never
+overwritten: the sweep stops before launching and says so.
+
+Every job uses the same `run.seed`, and every replication draws from its own
+named streams (core/streams.py), so all jobs meet the same random draws
+(common random numbers) unless `run.seed` itself is swept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .results import MANIFEST, write_atomic
+
+JOBS = "jobs"
+RECORD = "sweep.json"
+FAILED = "failed.json"
+PROGRESS = "progress.json"
+JOB_TABLE = "jobs.csv"
+NAME_EXCLUDED_KEYS = ("sweep",)  # names the sweep file, not a job setting
+MAX_NAME = 120
+
+
+def override_key(override: str) -> str:
+    key = override.split("=", 1)[0]
+    return key.lstrip("+~")
+
+
+def override_value(override: str) -> str:
+    return override.split("=", 1)[1] if "=" in override else ""
+
+
+def job_name(overrides: Sequence[str]) -> str:
+    """A folder name for a job from its overrides: readable, stable, distinct.
+
+    Sorted `key=value` joined by commas, with `/` as `.`; other characters that
+    are unsafe in file names become `_`, and then (or when the name is long) a
+    short digest of the exact overrides keeps names distinct.
+    """
+    items = sorted(str(o) for o in overrides if override_key(str(o)) not in NAME_EXCLUDED_KEYS)
+    if not items:
+        return "default"
+    exact = ",".join(items)
+    name = ",".join(o.replace("/", ".") for o in items)
+    safe = re.sub(r"[^A-Za-z0-9._=,+~@-]", "_", name)
+    digest = hashlib.sha1(exact.encode()).hexdigest()[:8]
+    if safe != name or len(safe) > MAX_NAME:
+        safe = f"{safe[:MAX_NAME - 9]}-{digest}"
+    return safe
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of the resolved job config (without Hydra's own settings)."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    overrides: tuple[str, ...]
+    replications: int
+    digest: str
+
+
+@dataclass
+class Plan:
+    """What one `critmin sweep` will launch."""
+
+    folder: Path
+    jobs: list[Job]
+    axes: dict[str, list[str]]          # swept key -> values, in the order given
+    fixed: list[str]                    # overrides every job shares
+    sweep_name: str
+    launcher: str
+    hydra_overrides: list[str] = field(default_factory=list)
+
+
+def job_status(folder: Path, digest: str | None = None) -> str:
+    """complete | stale (complete, other config) | failed | incomplete | new."""
+    if (folder / MANIFEST).exists():
+        if digest is None:
+            return "complete"
+        try:
+            done = json.loads((folder / MANIFEST).read_text()).get("config_sha256")
+        except (OSError, json.JSONDecodeError):
+            return "incomplete"
+        return "complete" if done == digest else "stale"
+    if (folder / FAILED).exists():
+        return "failed"
+    return "incomplete" if folder.exists() else "new"
+
+
+def axes_of(job_overrides: list[list[str]]) -> tuple[dict[str, list[str]], list[str]]:
+    """Swept keys (more than one value) with their values in order, and the fixed overrides."""
+    values: dict[str, list[str]] = {}
+    for overrides in job_overrides:
+        for o in overrides:
+            vals = values.setdefault(override_key(o), [])
+            if override_value(o) not in vals:
+                vals.append(override_value(o))
+    axes = {k: v for k, v in values.items() if len(v) > 1 and k not in NAME_EXCLUDED_KEYS}
+    fixed = [f"{k}={v[0]}" for k, v in values.items() if len(v) == 1]
+    return axes, fixed
+
+
+def write_record(plan: Plan, argv: list[str]) -> None:
+    """Add this launch to `sweep.json`; axes merge with earlier launches (values appended)."""
+    path = plan.folder / RECORD
+    record: dict[str, Any] = {"axes": {}, "launches": []}
+    if path.exists():
+        record = json.loads(path.read_text())
+    axes = record.setdefault("axes", {})
+    for k, vals in plan.axes.items():
+        old = axes.setdefault(k, [])
+        old.extend(v for v in vals if v not in old)
+    record["sweep"] = plan.sweep_name
+    record["fixed"] = plan.fixed
+    record.setdefault("launches", []).append({
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "argv": argv,
+        "launcher": plan.launcher,
+        "jobs": [j.name for j in plan.jobs],
+    })
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=2))
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    path = folder / RECORD
+    return json.loads(path.read_text()) if path.exists() else {"axes": {}, "launches": []}
+
+
+class ProgressFile:
+    """Replications done by one job, written at most twice a second for the sweep's bar."""
+
+    def __init__(self, folder: Path, total: int) -> None:
+        self.path, self.total, self.last = folder / PROGRESS, total, 0.0
+
+    def __call__(self, done: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last > 0.5:
+            self.last = now
+            write_atomic(self.path, json.dumps({"done": done, "total": self.total}))
+
+
+def read_progress(folder: Path, total: int) -> float:
+    if (folder / MANIFEST).exists() or (folder / FAILED).exists():
+        return float(total)
+    try:
+        return float(json.loads((folder / PROGRESS).read_text())["done"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+class SweepMonitor:
+    """One progress bar over all jobs and replications, fed from the job folders.
+
+    It reads files, so it works with any launcher whose jobs write to a folder
+    this machine sees (local processes, a local Ray cluster, submitit).
+    """
+
+    def __init__(self, plan: Plan, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.plan = plan
+        self.total = sum(j.replications for j in plan.jobs)
+        self.bar = tqdm(total=self.total, unit="rep", desc="sweep", disable=not enabled,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} reps [{elapsed}<{remaining}]{postfix}")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _poll(self) -> None:
+        done, finished, failed = 0.0, 0, 0
+        for job in self.plan.jobs:
+            folder = self.plan.folder / JOBS / job.name
+            done += read_progress(folder, job.replications)
+            finished += (folder / MANIFEST).exists()
+            failed += (folder / FAILED).exists()
+        self.bar.n = done
+        self.bar.set_postfix_str(f"jobs {finished}/{len(self.plan.jobs)} done"
+                                 + (f", {failed} failed" if failed else ""), refresh=False)
+        self.bar.refresh()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            self._poll()
+
+    def __enter__(self) -> SweepMonitor:
+        self._poll()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._poll()
+        self.bar.close()
+
+
+class SweepError(Exception):
+    """A problem with a sweep's input; the message is one line for the user."""
+
+
+def is_hydra_override(o: str) -> bool:
+    return override_key(o).startswith(("hydra.", "hydra/"))
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> str:
+    """The first key whose value differs between two configs, as 'key: old -> new'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            if old.get(k, "<absent>") != new.get(k, "<absent>"):
+                return first_difference(old.get(k, "<absent>"), new.get(k, "<absent>"),
+                                        f"{path}.{k}" if path else str(k))
+        return ""
+    return f"{path}: {old!r} -> {new!r}"
+
+
+def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
+    """Expand the command line (and a named sweep file) into jobs, each composed and checked.
+
+    `compose_job(overrides) -> (job config, replications, Hydra settings)` composes one
+    job and raises on bad input; the settings are the sweep file's `params`, the
+    `sweep_dir` and the `launcher` target. The expansion is Hydra's own
+    (BasicSweeper), so the jobs are exactly those Hydra will launch.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    hydra_args = [a for a in args if is_hydra_override(a)]
+    task_args = [a for a in args if not is_hydra_override(a)]
+    sweep_args = [a for a in task_args if override_key(a) == "sweep"]
+    if len(sweep_args) > 1 or any("," in override_value(a) for a in sweep_args):
+        raise SweepError(f"{sweep_args[-1]!r}: name one sweep file (configs/sweep/<name>.yaml), "
+                         "not several")
+    _, _, hydra_cfg = compose_job(sweep_args + hydra_args)
+    params = hydra_cfg["params"]
+    try:
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]
+                                                          + task_args)
+        (batch,) = BasicSweeper.split_arguments(parsed, None)
+    except HydraException as e:
+        raise SweepError(f"cannot read the sweep's overrides: {e}".replace("\n", " ")) from e
+    where = Path(folder) if folder else Path(hydra_cfg["sweep_dir"])
+    where = where.expanduser().resolve()
+    launcher = hydra_cfg["launcher"]
+    jobs, seen = [], set()
+    for overrides in batch:
+        name = job_name(overrides)
+        if name in seen:  # e.g. the same value twice on an axis
+            continue
+        seen.add(name)
+        config, reps, _ = compose_job(list(overrides) + hydra_args)
+        job = Job(name, tuple(overrides), reps, config_digest(config))
+        if job_status(where / JOBS / name, job.digest) == "stale":
+            old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
+            raise SweepError(
+                f"{where / JOBS / name} was completed with a different config "
+                f"({first_difference(old, config) or 'code or defaults changed'}); critmin never "
+                "overwrites results: sweep into a new folder with --dir, or remove that job folder")
+        jobs.append(job)
+    axes, fixed = axes_of([list(j.overrides) for j in jobs])
+    return Plan(where, jobs, axes, fixed, override_value(sweep_args[0]) if sweep_args else "",
+                launcher.rsplit(".", 1)[-1], hydra_args)
+
+
+def write_job_table(plan: Plan, launched: dict[str, str]) -> list[dict[str, Any]]:
+    """`jobs.csv`: one row per job of this launch with its status and, if failed, the error."""
+    import pandas as pd
+
+    rows = []
+    for job in plan.jobs:
+        folder = plan.folder / JOBS / job.name
+        status = job_status(folder, job.digest)
+        row = {"job": job.name, "status": status, "this_launch": launched.get(job.name, ""),
+               "overrides": " ".join(job.overrides), "runtime_seconds": float("nan"), "error": ""}
+        if status == "complete":
+            row["runtime_seconds"] = json.loads((folder / MANIFEST).read_text()).get(
+                "runtime_seconds", float("nan"))
+        elif status == "failed":
+            row["error"] = json.loads((folder / FAILED).read_text()).get("error", "")
+        rows.append(row)
+    write_atomic(plan.folder / JOB_TABLE, pd.DataFrame(rows).to_csv(index=False))
+    return rows
