@@ -115,11 +115,11 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
         write_atomic(folder / FAILED, json.dumps({"error": error, "overrides": overrides}, indent=2))
         log.error("critmin: %s", error)
         return "failed"
-    for name in RESULT_FILES:  # left by an interrupted or failed attempt; no manifest, so incomplete
-        (folder / name).unlink(missing_ok=True)
-    for png in folder.glob("*.png"):
-        png.unlink()
     try:
+        for name in RESULT_FILES:  # left by an interrupted or failed attempt (no manifest: incomplete)
+            (folder / name).unlink(missing_ok=True)
+        for png in folder.glob("*.png"):
+            png.unlink()
         report = ProgressFile(folder, int(cfg.run.replications))
         run_job(cfg, folder, overrides, report=report)
         report(float(cfg.run.replications), force=True)

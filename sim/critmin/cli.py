@@ -144,7 +144,7 @@ All jobs share run.seed: policies are compared under the same random draws.""")
 def _sweep(args: list[str], debug: bool) -> int:
     from .sweep import JOBS, SweepError, SweepMonitor, job_status, plan_sweep, write_job_table, write_record
 
-    opts = _sweep_parser().parse_args(args)
+    opts = _sweep_parser().parse_intermixed_args(args)
     bad = [o for o in opts.overrides if "=" not in o and not o.startswith("~")]
     if bad:
         raise UserError(f"{bad[0]!r} is not an override: write key=value or key=a,b,c "
@@ -197,6 +197,14 @@ def _sweep(args: list[str], debug: bool) -> int:
         with SweepMonitor(plan, enabled=not opts.no_progress):
             if todo:
                 app.hydra_run()
+    except SystemExit as e:  # Hydra reports a launcher failure and exits
+        if e.code in (0, None):
+            raise
+        write_job_table(plan, {})
+        print(f"critmin: error: the {plan.launcher} stopped the sweep (message above); completed "
+              "jobs are kept: fix the cause and run the same command again to resume",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         write_job_table(plan, {})
         print(f"critmin: sweep interrupted; completed jobs are kept. Run the same command to "

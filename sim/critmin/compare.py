@@ -28,6 +28,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -241,6 +242,9 @@ def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title
                         xytext=(4, 4), textcoords="offset points", fontsize=8)
         ax.set_title(study.facet_title(facet) or "all jobs", fontsize=10)
         ax.set_ylabel(ylabel)
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}\nmedian and 5-95 % band over replications", fontsize=11)
     _legend(fig, study)
@@ -313,9 +317,9 @@ def plot_heatmap(study: Study, opts: Options, out: Path) -> list[str]:
                    else "viridis", aspect="auto")
     for i, j in itertools.product(range(len(ys)), range(len(xs))):
         v = grid[i, j]
-        dark = not np.isnan(v) and im.norm(v) > 0.5
+        r, g, b, _ = im.cmap(im.norm(v)) if not np.isnan(v) else (1, 1, 1, 1)
         ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
-                color="black" if dark == ("share" in opts.kpi or "unmet" in opts.kpi) else "white")
+                color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
     ax.set_xticks(range(len(xs)), xs)
     ax.set_yticks(range(len(ys)), ys)
     ax.set_xlabel(xa)

@@ -1,0 +1,290 @@
+"""Sweeps as a user runs them: sweep -> aggregate -> compare, resume, failures, common draws."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from critmin.sweep import axes_of, job_name
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["run.replications=3", "run.horizon_years=3", "run.plots=false"]
+PLOTS = ["fan_price", "fan_unmet", "heatmap_shortfall_share", "cost_effectiveness", "china_share"]
+
+
+def critmin(*args, cwd, timeout=600):
+    env = {**os.environ, "CRITMIN_HOME": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "critmin.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_of(sweep: Path) -> dict[str, Path]:
+    return {p.name: p for p in (sweep / "jobs").iterdir()}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A 2 x 2 sweep (two packages, two Chinese behaviours), run once for the module."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    p = critmin("sweep", "package=none,stockpiles", "levers/export_control=none,ban_12m", *SMALL,
+                "--dir", "results/sweeps/s", "--no-progress", cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    return cwd, cwd / "results" / "sweeps" / "s", p
+
+
+def test_job_names_are_stable_readable_and_distinct():
+    assert job_name(["package=full", "levers/export_control=ban_12m", "sweep=quickstart"]) == \
+        "levers.export_control=ban_12m,package=full"
+    assert job_name(["b=2", "a=1"]) == job_name(["a=1", "b=2"])
+    odd = job_name(["world.x=[1, 2]"])
+    assert "/" not in odd and " " not in odd and odd != job_name(["world.x=[1,2]"])
+    assert len(job_name([f"k{i}=value{i}" for i in range(40)])) <= 120
+    assert job_name([]) == "default"
+
+
+def test_axes_are_the_keys_with_more_than_one_value():
+    axes, fixed = axes_of([["a=1", "b=x", "c=5"], ["a=2", "b=x", "c=5"], ["a=3", "b=x", "c=5"]])
+    assert axes == {"a": ["1", "2", "3"]} and fixed == ["b=x", "c=5"]
+
+
+def test_sweep_writes_one_complete_folder_per_job(swept):
+    _, sweep, p = swept
+    jobs = jobs_of(sweep)
+    assert sorted(jobs) == sorted([
+        "levers.export_control=ban_12m,package=none,run.horizon_years=3,run.plots=False,run.replications=3",
+        "levers.export_control=ban_12m,package=stockpiles,run.horizon_years=3,run.plots=False,"
+        "run.replications=3",
+        "levers.export_control=none,package=none,run.horizon_years=3,run.plots=False,run.replications=3",
+        "levers.export_control=none,package=stockpiles,run.horizon_years=3,run.plots=False,"
+        "run.replications=3"])
+    for folder in jobs.values():
+        for name in ("manifest.json", "kpis.csv", "timeseries.parquet"):
+            assert (folder / name).exists(), (folder.name, name)
+    table = pd.read_csv(sweep / "jobs.csv")
+    assert list(table.status) == ["complete"] * 4
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert record["axes"] == {"package": ["none", "stockpiles"],
+                              "levers/export_control": ["none", "ban_12m"]}
+    assert "4/4 jobs complete" in p.stdout
+
+
+def test_summary_has_exactly_one_row_per_job_replication_region_product_lever_kpi(swept):
+    _, sweep, _ = swept
+    s = pd.read_parquet(sweep / "summary.parquet")
+    assert list(s.columns) == ["sweep", "job", "package", "levers/export_control", "replication",
+                               "region", "product", "lever", "kpi", "value"]
+    expected = 0
+    for name, folder in jobs_of(sweep).items():
+        k = pd.read_csv(folder / "kpis.csv", keep_default_na=False)
+        expected += len(k)
+        rows = s[s.job == name]
+        overrides = dict(o.split("=", 1) for o in
+                         json.loads((folder / "manifest.json").read_text())["overrides"])
+        assert set(rows.package) == {overrides["package"]}
+        assert set(rows["levers/export_control"]) == {overrides["levers/export_control"]}
+        assert rows.value.sum() == pytest.approx(pd.to_numeric(k.value, errors="coerce").sum())
+    assert len(s) == expected
+    key = ["job", "replication", "region", "product", "lever", "kpi"]
+    assert not s.duplicated(key).any()
+    assert sorted(s.replication.unique()) == [0, 1, 2]
+    csv = pd.read_csv(sweep / "summary.csv")
+    assert len(csv) == len(s)
+    # re-running aggregate rebuilds the same table
+    p = critmin("aggregate", str(sweep), cwd=sweep)
+    assert p.returncode == 0, p.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(sweep / "summary.parquet"), s)
+
+
+def test_a_ban_raises_us_shortfall_and_reserves_spend_money(swept):
+    _, sweep, _ = swept
+    s = pd.read_parquet(sweep / "summary.parquet")
+    us = s[(s.kpi == "unmet_demand_t") & (s.region == "USA") & (s["product"] == "magnet")]
+    med = us.groupby(["package", "levers/export_control"]).value.median()
+    assert med[("none", "ban_12m")] > 5 * med[("none", "none")]
+    cost = s[s.kpi == "fiscal_cost_usd"].groupby("package").value.sum()
+    assert "none" not in cost.index and cost["stockpiles"] > 0
+
+
+def test_compare_writes_every_plot_the_tables_and_a_self_contained_report(swept):
+    cwd, sweep, _ = swept
+    p = critmin("compare", str(sweep), cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    out = sweep / "compare"
+    for stem in PLOTS:
+        for ext in ("png", "svg"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
+    table = pd.read_csv(out / "summary_table.csv")
+    assert {"package", "levers/export_control", "kpi", "median", "p05", "p95", "diff_median"} \
+        <= set(table.columns)
+    ref = table[table.package == "none"]
+    assert (ref.diff_median.dropna() == 0).all() and len(ref) > 0
+    assert (table.p05 <= table["median"]).all() and (table["median"] <= table.p95).all()
+    md = (out / "summary_table.md").read_text()
+    assert "| package | levers/export_control |" in md and "reference" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(PLOTS)
+    assert "sweep.json" in html and "<table" in html and "src=\"http" not in html
+    ce = pd.read_csv(out / "cost_effectiveness.csv")
+    assert set(ce.package) == {"stockpiles"} and len(ce) == 2
+    # a PDF instead of SVG, another region, and a bad option
+    p = critmin("compare", str(sweep), "--format", "pdf", "--region", "EU", "--out", "cmp_eu",
+                cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    assert (cwd / "cmp_eu" / "fan_unmet.pdf").exists()
+    p = critmin("compare", str(sweep), "--region", "ATLANTIS", cwd=cwd)
+    assert p.returncode == 2
+    assert "--region='ATLANTIS'" in p.stderr and "USA" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_all_jobs_meet_the_same_random_draws(tmp_path):
+    # an axis that changes nothing in the model: every KPI must match replication by replication
+    p = critmin("sweep", "run.plots=true,false", "run.replications=2", "run.horizon_years=2",
+                "--dir", "s", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    s = pd.read_parquet(tmp_path / "s" / "summary.parquet")
+    wide = s.pivot_table(index=["replication", "region", "product", "lever", "kpi"],
+                         columns="run.plots", values="value", dropna=False)
+    pd.testing.assert_series_equal(wide["True"], wide["False"], check_names=False)
+
+
+def test_resume_reruns_only_jobs_without_their_completion_marker(tmp_path):
+    args = ["sweep", "package=none,stockpiles", "run.replications=2", "run.horizon_years=2",
+            "run.plots=false", "--dir", "s", "--no-progress"]
+    assert critmin(*args, cwd=tmp_path).returncode == 0
+    jobs = jobs_of(tmp_path / "s")
+    done = next(f for n, f in jobs.items() if "package=none" in n)
+    broken = next(f for n, f in jobs.items() if "package=stockpiles" in n)
+    done_manifest = (done / "manifest.json").read_text()
+    done_mtime = (done / "manifest.json").stat().st_mtime_ns
+    # an interrupted job: no manifest, a half-written table
+    (broken / "manifest.json").unlink()
+    (broken / "timeseries.parquet.partial").write_bytes(b"half")
+    summary_before = pd.read_parquet(tmp_path / "s" / "summary.parquet")
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "1 complete (skipped), 1 to run" in p.stdout
+    assert (done / "manifest.json").stat().st_mtime_ns == done_mtime
+    assert (done / "manifest.json").read_text() == done_manifest
+    assert (broken / "manifest.json").exists() and not (broken / "timeseries.parquet.partial").exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s" / "summary.parquet"), summary_before)
+    # a third run has nothing to do
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 0 and "2 complete (skipped), 0 to run" in p.stdout
+
+
+def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
+    args = ["sweep", "package=none,stockpiles,build_out", "run.replications=2",
+            "run.horizon_years=2", "run.plots=false", "--dir", "s", "--no-progress"]
+    p = critmin(*args, "--dry-run", cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.count("  new ") == 3
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    # make one job fail while it runs: its result file's name is taken by a folder
+    bad = tmp_path / "s" / "jobs" / ("package=stockpiles,run.horizon_years=2,run.plots=False,"
+                                     "run.replications=2")
+    (bad / "kpis.csv").mkdir(parents=True)
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 1
+    assert "2/3 jobs complete" in p.stdout and "failed: package=stockpiles" in p.stderr
+    assert "run the same command again" in p.stderr
+    failed = json.loads((bad / "failed.json").read_text())
+    assert "kpis.csv" in failed["error"] and "Traceback" in failed["traceback"]
+    table = pd.read_csv(tmp_path / "s" / "jobs.csv")
+    assert sorted(table.status) == ["complete", "complete", "failed"]
+    s = pd.read_parquet(tmp_path / "s" / "summary.parquet")
+    assert sorted(s.package.unique()) == ["build_out", "none"]
+    # fixed, the same command retries only the failed job
+    shutil.rmtree(bad / "kpis.csv")
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "2 complete (skipped), 1 to run" in p.stdout and not (bad / "failed.json").exists()
+    assert sorted(pd.read_parquet(tmp_path / "s" / "summary.parquet").package.unique()) == \
+        ["build_out", "none", "stockpiles"]
+
+
+def test_a_completed_job_with_another_config_is_never_overwritten(tmp_path):
+    args = ["sweep", "package=none", "run.replications=2", "run.horizon_years=1", "run.plots=false",
+            "--dir", "s", "--no-progress"]
+    assert critmin(*args, cwd=tmp_path).returncode == 0
+    (folder,) = jobs_of(tmp_path / "s").values()
+    m = json.loads((folder / "manifest.json").read_text())
+    m["config"]["run"]["seed"] = 999  # as if run before a default changed
+    m["config_sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(m))
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 2
+    assert "run.seed: 999 -> 12345" in p.stderr and "never overwrites" in p.stderr
+    assert json.loads((folder / "manifest.json").read_text())["config"]["run"]["seed"] == 999
+
+
+@pytest.mark.parametrize("args, words", [
+    (["package=none,nosuch"], ["package", "nosuch", "stockpiles"]),
+    (["run.replications=2,-1"], ["run.replications=-1", ">= 1", "[job:"]),
+    (["sweep=nosuch"], ["sweep", "nosuch", "quickstart"]),
+    (["package"], ["'package' is not an override", "key=value"]),
+    (["--jobs", "0", "package=none"], ["--jobs=0", ">= 1"]),
+])
+def test_bad_sweep_input_fails_in_one_line_before_anything_runs(tmp_path, args, words):
+    p = critmin("sweep", *args, "--dir", "s", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    line = p.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    for w in words:
+        assert w in line, (w, line)
+    assert not (tmp_path / "s").exists()
+
+
+def test_aggregate_and_compare_refuse_a_folder_that_is_not_a_sweep(tmp_path):
+    for cmd in ("aggregate", "compare"):
+        p = critmin(cmd, str(tmp_path), cwd=tmp_path)
+        assert p.returncode == 2 and "not a sweep folder" in p.stderr, p.stderr
+
+
+def test_quickstart_is_four_packages_by_two_chinese_behaviours(tmp_path):
+    p = critmin("sweep", "sweep=quickstart", "--dry-run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "8 jobs, axes package (4) x levers/export_control (2)" in p.stdout
+    assert "results/sweeps/quickstart" in p.stdout
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have("hydra_plugins.hydra_submitit_launcher"),
+                    reason="needs the cluster extra: pip install -e '.[cluster]'")
+def test_sweep_through_submitit_local_executor(tmp_path):
+    p = critmin("sweep", "package=none,stockpiles", "run.replications=2", "run.horizon_years=1",
+                "run.plots=false", "--dir", "s", "--no-progress", "hydra/launcher=submitit_local",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "LocalLauncher" in p.stdout and "2/2 jobs complete" in p.stdout
+    assert (tmp_path / "s" / "summary.parquet").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have("hydra_plugins.hydra_ray_launcher"),
+                    reason="needs the cluster extra: pip install -e '.[cluster]'")
+def test_sweep_on_a_local_ray_cluster_with_the_shipped_launcher_config(tmp_path):
+    # the shipped config as a user runs it: `ray start --head`, then a sweep joins it (address: auto)
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert start.returncode == 0, start.stderr
+    try:
+        p = critmin("sweep", "package=none,stockpiles", "run.replications=2",
+                    "run.horizon_years=1", "run.plots=false", "--dir", "s", "--no-progress",
+                    "hydra/launcher=ray_cluster", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert "RayLauncher" in p.stdout and "2/2 jobs complete" in p.stdout
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
