@@ -1,7 +1,10 @@
 """The `critmin` command.
 
-    critmin run [key=value ...]     simulate one configuration (Hydra overrides)
-    critmin --help                  this help
+    critmin run [key=value ...]          simulate one configuration (Hydra overrides)
+    critmin sweep [key=a,b ...]          many jobs into one resumable sweep folder (sweep.py)
+    critmin aggregate SWEEP_DIR          the sweep's KPI summary table (aggregate.py)
+    critmin compare SWEEP_DIR [...]      comparison plots, tables, report.html (compare.py)
+    critmin --help                       this help
 
 Before a run starts, the config is composed and checked once: any problem
 (unknown key, wrong type, value out of range, unknown scenario, a results
