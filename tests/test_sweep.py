@@ -288,3 +288,21 @@ def test_sweep_on_a_local_ray_cluster_with_the_shipped_launcher_config(tmp_path)
         assert "RayLauncher" in p.stdout and "2/2 jobs complete" in p.stdout
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_compare_a_one_job_sweep_and_two_sweeps_together(swept, tmp_path):
+    cwd, sweep, _ = swept
+    p = critmin("sweep", "run.replications=2", "run.horizon_years=3", "run.plots=false",
+                "--dir", str(tmp_path / "one"), "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = critmin("compare", str(tmp_path / "one"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "one" / "compare" / "report.html").exists()
+    p = critmin("compare", str(sweep), str(tmp_path / "one"), "--out", str(tmp_path / "both"),
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    table = pd.read_csv(tmp_path / "both" / "summary_table.csv")
+    # the one-job sweep ran with the defaults: package none, no export control
+    one = table[table.sweep == "one"]
+    assert set(one.package) == {"none"} and set(one["levers/export_control"]) == {"none"}
+    assert set(table.sweep) == {"s", "one"}

@@ -56,6 +56,22 @@ def _select(config: dict[str, Any], dotted: str) -> str:
     return str(node)
 
 
+def _overrides(manifest: dict[str, Any]) -> dict[str, str]:
+    return {override_key(o): override_value(o) for o in manifest.get("overrides", [])
+            if override_key(o) != "sweep"}
+
+
+def job_values(folder: Path, jobs: list[Path], keys: list[str]) -> dict[str, dict[str, str]]:
+    """Each job's value of each key: its override, else its config-group choice, else its config."""
+    values: dict[str, dict[str, str]] = {}
+    for job in jobs:
+        m = json.loads((job / MANIFEST).read_text())
+        overrides, choices = _overrides(m), _choices(job)
+        values[job.name] = {k: overrides[k] if k in overrides else choices[k] if k in choices
+                            else _select(m.get("config", {}), k) for k in keys}
+    return values
+
+
 def job_axes(folder: Path, jobs: list[Path]) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The swept axes (in the sweep's order) and each job's value on each axis.
 
@@ -63,36 +79,20 @@ def job_axes(folder: Path, jobs: list[Path]) -> tuple[list[str], dict[str, dict[
     between jobs. A job that did not set a key gets the value it ran with.
     """
     record = read_record(folder)
-    overrides: dict[str, dict[str, str]] = {}
-    manifests: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        m = json.loads((job / MANIFEST).read_text())
-        manifests[job.name] = m
-        overrides[job.name] = {override_key(o): override_value(o) for o in m.get("overrides", [])
-                               if override_key(o) != "sweep"}
     keys = list(record.get("axes", {}))
-    for o in overrides.values():
-        keys.extend(k for k in o if k not in keys)
-    values: dict[str, dict[str, str]] = {}
     for job in jobs:
-        choices = _choices(job)
-        row = {}
-        for k in keys:
-            if k in overrides[job.name]:
-                row[k] = overrides[job.name][k]
-            elif k in choices:
-                row[k] = choices[k]
-            else:
-                row[k] = _select(manifests[job.name].get("config", {}), k)
-        values[job.name] = row
+        keys.extend(k for k in _overrides(json.loads((job / MANIFEST).read_text())) if k not in keys)
+    values = job_values(folder, jobs, keys)
     axes = [k for k in keys if k in record.get("axes", {})
             or len({values[j.name][k] for j in jobs}) > 1]
     return axes, values
 
 
-def axis_order(folder: Path, axis: str, present: list[str]) -> list[str]:
-    """Values of an axis in the order the sweep gave them (then any others, sorted)."""
-    given = read_record(folder).get("axes", {}).get(axis, [])
+def axis_order(folders: list[Path], axis: str, present: list[str]) -> list[str]:
+    """Values of an axis in the order the sweeps gave them (then any others, sorted)."""
+    given: list[str] = []
+    for folder in folders:
+        given.extend(v for v in read_record(folder).get("axes", {}).get(axis, []) if v not in given)
     return [v for v in given if v in present] + sorted(v for v in set(present) if v not in given)
 
 

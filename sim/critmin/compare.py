@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from .aggregate import axis_order, read_summary  # noqa: E402
+from .aggregate import axis_order, job_values, read_summary  # noqa: E402
 from .results import MANIFEST, TIMESERIES  # noqa: E402
 from .sweep import JOBS, read_record  # noqa: E402
 
@@ -96,6 +96,11 @@ class Study:
         return ", ".join(f"{a}={v}" for a, v in zip(self.facet_axes, facet, strict=True))
 
 
+def _cols(axes: list[str]) -> list[str]:
+    """The identifying columns of a job: sweep, job and the axes (without repeats)."""
+    return list(dict.fromkeys(["sweep", "job", *axes]))
+
+
 def load_study(dirs: list[Path], reference: str | None) -> Study:
     frames, axes = [], []
     for d in dirs:
@@ -103,22 +108,24 @@ def load_study(dirs: list[Path], reference: str | None) -> Study:
             raise CompareError(f"{d} is not a sweep folder (no {JOBS}/ inside); give the folder "
                                "that `critmin sweep` printed, e.g. results/sweeps/quickstart")
         df, ax = read_summary(d)
-        frames.append(df)
+        frames.append((d, df))
         axes.extend(a for a in ax if a not in axes)
-    summary = pd.concat(frames, ignore_index=True)
+    for d, df in frames:  # an axis of one sweep that another did not sweep: the value it ran with
+        missing = [a for a in axes if a not in df.columns]
+        if missing:
+            values = job_values(d, [d / JOBS / j for j in df.job.unique()], missing)
+            for a in missing:
+                df[a] = df.job.map({j: v[a] for j, v in values.items()})
+    summary = pd.concat([df for _, df in frames], ignore_index=True)
     if len(dirs) > 1 and summary.sweep.nunique() > 1:
         axes.append("sweep")
-    for a in axes:
-        summary[a] = summary[a].fillna("(default)")
     if not axes:
         axes = ["job"]
     folders = {(d.name, p.name): p for d in dirs for p in (d / JOBS).iterdir()}
-    jobs = summary.drop_duplicates(["sweep", "job"])[["sweep", "job", *[a for a in axes
-                                                                          if a not in ("job", "sweep")]]]
-    jobs = jobs.copy()
+    jobs = summary.drop_duplicates(["sweep", "job"])[_cols(axes)].copy()
     jobs["folder"] = [folders[(s, j)] for s, j in zip(jobs.sweep, jobs.job, strict=True)]
     # order jobs by the sweep's value order on every axis
-    orders = {a: axis_order(dirs[0], a, list(jobs[a].astype(str).unique())) for a in axes}
+    orders = {a: axis_order(dirs, a, list(jobs[a].astype(str).unique())) for a in axes}
     for a in axes:
         jobs[a] = pd.Categorical(jobs[a].astype(str), categories=orders[a], ordered=True)
     jobs = jobs.sort_values(axes[1:] + axes[:1], kind="stable").reset_index(drop=True)
@@ -267,9 +274,10 @@ def kpi_values(study: Study, kpi: str, region: str, product: str) -> pd.DataFram
 
 def paired(study: Study, values: pd.DataFrame) -> pd.DataFrame:
     """value(job) - value(baseline job) per replication; baseline = reference on the compared axis."""
-    v = values.merge(study.jobs[["sweep", "job", *study.axes]], on=["sweep", "job"])
+    v = values.merge(study.jobs[_cols(study.axes)], on=["sweep", "job"])
     axis, ref = study.reference
-    base = v[v[axis] == ref].drop(columns=["job", axis]).rename(columns={"value": "base"})
+    base = v[v[axis] == ref].drop(columns=list(dict.fromkeys(["job", axis])))
+    base = base.rename(columns={"value": "base"})
     keys = [a for a in study.axes if a != axis] + ["replication"]
     if "sweep" not in keys:
         keys = ["sweep", *keys]
@@ -359,7 +367,7 @@ def cost_effectiveness(study: Study, opts: Options) -> pd.DataFrame:
         u = unmet[(unmet.sweep == job.sweep) & (unmet.job == job.job)]
         c_lo, c_med, c_hi = _q(c["diff"])
         a_lo, a_med, a_hi = _q(-u["diff"])  # averted = baseline unmet - policy unmet
-        rows.append({**{a: job[a] for a in study.axes}, "job": job.job, "sweep": job.sweep,
+        rows.append({**{a: job[a] for a in _cols(study.axes)},
                      "extra_fiscal_cost_usd_median": c_med, "extra_fiscal_cost_usd_p05": c_lo,
                      "extra_fiscal_cost_usd_p95": c_hi, "unmet_averted_t_median": a_med,
                      "unmet_averted_t_p05": a_lo, "unmet_averted_t_p95": a_hi,
@@ -486,7 +494,7 @@ Baseline for differences: <code>{html.escape(axis)}={html.escape(ref)}</code> wi
 paired by replication (all jobs share their random draws).</p>
 <h2>Axes</h2><ul>{axes_html}</ul>
 <h2>Plots</h2>{figs}
-<h2>Cost-effectiveness</h2>{ce_shown.drop(columns=['sweep']).to_html(index=False, na_rep='n/a')}
+<h2>Cost-effectiveness</h2>{ce_shown.to_html(index=False, na_rep='n/a')}
 <h2>KPIs by job</h2>
 <p>median, 5 % and 95 % over replications; diff = paired difference to the baseline.</p>
 {shown.to_html(index=False, na_rep='n/a')}
