@@ -481,6 +481,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto;
 img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} figcaption {{ font-size: .9em; color: #555; }}
 table {{ border-collapse: collapse; font-size: .85em; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 5px; }}
+.scroll {{ overflow-x: auto; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }}
 </style></head><body>
 <h1>critmin comparison</h1>
@@ -494,10 +495,10 @@ Baseline for differences: <code>{html.escape(axis)}={html.escape(ref)}</code> wi
 paired by replication (all jobs share their random draws).</p>
 <h2>Axes</h2><ul>{axes_html}</ul>
 <h2>Plots</h2>{figs}
-<h2>Cost-effectiveness</h2>{ce_shown.to_html(index=False, na_rep='n/a')}
+<h2>Cost-effectiveness</h2><div class="scroll">{ce_shown.to_html(index=False, na_rep='n/a')}</div>
 <h2>KPIs by job</h2>
 <p>median, 5 % and 95 % over replications; diff = paired difference to the baseline.</p>
-{shown.to_html(index=False, na_rep='n/a')}
+<div class="scroll">{shown.to_html(index=False, na_rep='n/a')}</div>
 <h2>Sweep record and the baseline job's config</h2>
 <details><summary>sweep.json</summary><pre>{html.escape(json.dumps(records, indent=2))}</pre></details>
 <details><summary>config of job {html.escape(ref_job.job)}</summary>
