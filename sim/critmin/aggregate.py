@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from .results import KPIS, MANIFEST
@@ -96,43 +98,56 @@ def axis_order(folders: list[Path], axis: str, present: list[str]) -> list[str]:
     return [v for v in given if v in present] + sorted(v for v in set(present) if v not in given)
 
 
-def aggregate(folder: Path) -> pd.DataFrame:
-    """Build and write `summary.parquet` and `summary.csv` in `folder`; return the table."""
+def aggregate(folder: Path) -> tuple[int, int, list[str]]:
+    """Build `summary.parquet` and `summary.csv` in `folder`, one job at a time.
+
+    Only each job's `kpis.csv` is read (never its time series), and each job's rows are
+    appended to the files before the next job is read, so memory does not grow with
+    the number of jobs. Returns (jobs, rows, axes).
+    """
     folder = Path(folder)
     jobs = completed_jobs(folder)
     if not jobs:
         raise AggregateError(f"{folder} has no completed job yet (no {JOBS}/*/{MANIFEST}); run or "
                              "resume the sweep first")
     axes, values = job_axes(folder, jobs)
-    frames = []
-    for job in jobs:
-        k = pd.read_csv(job / KPIS, keep_default_na=False, na_values={"value": ["", "nan", "NaN"]},
-                        dtype={"region": str, "product": str, "lever": str, "kpi": str})
-        head = {"sweep": folder.name, "job": job.name, **values[job.name]}
-        for col, val in reversed(head.items()):
-            k.insert(0, col, val)
-        frames.append(k)
-    summary = pd.concat(frames, ignore_index=True)
-    summary = summary[["sweep", "job", *axes, *KEY, "value"]]
-    for col in ["sweep", "job", *axes, "region", "product", "lever", "kpi"]:
-        summary[col] = summary[col].astype(str)
-    summary.attrs["axes"] = axes
-    tmp = folder / (SUMMARY + ".partial")
-    summary.to_parquet(tmp, index=False)
+    columns = ["sweep", "job", *axes, *KEY, "value"]
+    schema = pa.schema([(c, pa.int32() if c == "replication" else pa.float64() if c == "value"
+                         else pa.string()) for c in columns])
+    tmp, tmp_csv = folder / (SUMMARY + ".partial"), folder / (SUMMARY_CSV + ".partial")
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, open(tmp_csv, "w") as csv:
+        csv.write(",".join(_csv_cell(c) for c in columns) + "\n")
+        for job in jobs:
+            k = pd.read_csv(job / KPIS, keep_default_na=False,
+                            na_values={"value": ["", "nan", "NaN"]},
+                            dtype={"region": str, "product": str, "lever": str, "kpi": str})
+            head = {"sweep": folder.name, "job": job.name, **values[job.name]}
+            for col, val in head.items():
+                k[col] = val
+            k = k[columns]
+            writer.write_table(pa.Table.from_pandas(k, schema=schema, preserve_index=False))
+            k.to_csv(csv, header=False, index=False, float_format="%.10g")
+            rows += len(k)
     os.replace(tmp, folder / SUMMARY)
-    tmp = folder / (SUMMARY_CSV + ".partial")
-    summary.to_csv(tmp, index=False, float_format="%.10g")
-    os.replace(tmp, folder / SUMMARY_CSV)
-    return summary
+    os.replace(tmp_csv, folder / SUMMARY_CSV)
+    return len(jobs), rows, axes
 
 
-def read_summary(folder: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The summary of a sweep, rebuilt if any completed job is newer than it; and its axes."""
+def _csv_cell(text: str) -> str:
+    return f'"{text}"' if any(c in text for c in ',"\n') else text
+
+
+def read_summary(folder: Path, filters: list[Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """A sweep's summary (rebuilt if a completed job is newer than it) and its axes.
+
+    `filters` (pyarrow's form, e.g. [("kpi", "in", [...])]) reads only the rows needed.
+    """
     folder = Path(folder)
     path = folder / SUMMARY
     jobs = completed_jobs(folder)
-    stale = not path.exists() or any(
-        (j / MANIFEST).stat().st_mtime > path.stat().st_mtime for j in jobs)
-    df = aggregate(folder) if stale else pd.read_parquet(path)
+    if not path.exists() or any((j / MANIFEST).stat().st_mtime > path.stat().st_mtime for j in jobs):
+        aggregate(folder)
+    df = pq.read_table(path, filters=filters).to_pandas()
     fixed = {"sweep", "job", *KEY, "value"}
-    return df, [c for c in df.columns if c not in fixed]
+    return df, [c for c in pq.read_schema(path).names if c not in fixed]

@@ -224,8 +224,8 @@ def _sweep(args: list[str], debug: bool) -> int:
     if len(failed) < len(rows):
         from .aggregate import SUMMARY, aggregate
 
-        summary = aggregate(plan.folder)
-        print(f"  summary: {plan.folder / SUMMARY} ({len(summary)} rows; also summary.csv)")
+        _, rows, _ = aggregate(plan.folder)
+        print(f"  summary: {plan.folder / SUMMARY} ({rows} rows; also summary.csv)")
         print(f"  next: critmin compare {plan.folder}")
     if failed:
         print("critmin: some jobs failed; fix the cause and run the same command again: completed "
@@ -244,12 +244,11 @@ def _aggregate(args: list[str], debug: bool) -> int:
     p.add_argument("sweep_dir", type=Path, help="the sweep folder, e.g. results/sweeps/quickstart")
     opts = p.parse_args(args)
     try:
-        summary = aggregate(opts.sweep_dir)
+        jobs, rows, axes = aggregate(opts.sweep_dir)
     except AggregateError as e:
         raise UserError(str(e)) from e
-    axes = summary.attrs.get("axes", [])
-    print(f"critmin: wrote {opts.sweep_dir / SUMMARY} and summary.csv: {summary.job.nunique()} jobs, "
-          f"{len(summary)} rows; axes: {', '.join(axes) or 'none'}")
+    print(f"critmin: wrote {opts.sweep_dir / SUMMARY} and summary.csv: {jobs} jobs, "
+          f"{rows} rows; axes: {', '.join(axes) or 'none'}")
     return 0
 
 

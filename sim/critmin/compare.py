@@ -101,13 +101,20 @@ def _cols(axes: list[str]) -> list[str]:
     return list(dict.fromkeys(["sweep", "job", *axes]))
 
 
-def load_study(dirs: list[Path], reference: str | None) -> Study:
+def load_study(dirs: list[Path], reference: str | None, kpis: list[str] | None = None,
+               regions: list[str] | None = None) -> Study:
+    """The jobs of the sweeps; only the summary rows of `kpis` (fiscal cost for every payer,
+    other KPIs for `regions`) are read."""
     frames, axes = [], []
+    filters = None
+    if kpis is not None:
+        filters = [[("kpi", "==", "fiscal_cost_usd")],
+                   [("kpi", "in", kpis), ("region", "in", regions or [])]]
     for d in dirs:
         if not (d / JOBS).is_dir():
             raise CompareError(f"{d} is not a sweep folder (no {JOBS}/ inside); give the folder "
                                "that `critmin sweep` printed, e.g. results/sweeps/quickstart")
-        df, ax = read_summary(d)
+        df, ax = read_summary(d, filters)
         frames.append((d, df))
         axes.extend(a for a in ax if a not in axes)
     for d, df in frames:  # an axis of one sweep that another did not sweep: the value it ran with
@@ -164,8 +171,13 @@ def _read_series(folder: Path, variables: list[str], region: str, product: str) 
 
 
 def job_series(study: Study, opts: Options) -> pd.DataFrame:
-    """Monthly series per job and replication: ex-China price, unmet demand, China share."""
-    rows = []
+    """Median and 5-95 % band over replications, per job, month and series.
+
+    Series: the market's price, the region's unmet demand and China's share of its
+    use. Jobs are read one at a time and reduced to bands at once, so memory holds
+    one job's rows, whatever the number of jobs.
+    """
+    out = []
     for _, job in study.jobs.iterrows():
         price = _read_series(job.folder, ["price"], opts.market, opts.product)
         flows = _read_series(job.folder, ["unmet_demand", "china_content_of_use", "input_use",
@@ -181,12 +193,12 @@ def job_series(study: Study, opts: Options) -> pd.DataFrame:
         parts = [price.assign(series="price")[["replication", "date", "series", "value"]],
                  wide["unmet_demand"].rename("value").reset_index().assign(series="unmet_demand"),
                  share.rename("value").reset_index().assign(series="china_share")]
-        df = pd.concat(parts, ignore_index=True)
-        df["job"], df["sweep"] = job.job, job.sweep
-        rows.append(df)
-    out = pd.concat(rows, ignore_index=True)
-    out["date"] = pd.to_datetime(out["date"])
-    return out
+        bands = _bands(pd.concat(parts, ignore_index=True), ["series", "date"])
+        bands["job"], bands["sweep"] = job.job, job.sweep
+        out.append(bands)
+    bands = pd.concat(out, ignore_index=True)
+    bands["date"] = pd.to_datetime(bands["date"])
+    return bands
 
 
 def _bands(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -226,8 +238,7 @@ def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[str
 
 def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title: str,
               out: Path, stem: str, opts: Options, target: bool = False) -> list[str]:
-    df = series[series.series == which].merge(study.jobs, on=["sweep", "job"])
-    bands = _bands(df, ["sweep", "job", "date"]).merge(study.jobs, on=["sweep", "job"])
+    bands = series[series.series == which].merge(study.jobs, on=["sweep", "job"])
     fig, axes = _facet_grid(study)
     fig.set_layout_engine("constrained")
     for ax, facet in zip(axes, study.facets(), strict=True):
@@ -511,19 +522,34 @@ paired by replication (all jobs share their random draws).</p>
     (out / "report.html").write_text(doc)
 
 
+def _allowed(dirs: list[Path]) -> dict[str, list[str]]:
+    """Regions, products, markets and KPIs that the first completed job reports."""
+    for d in dirs:
+        jobs = sorted(p for p in (d / JOBS).iterdir() if (p / MANIFEST).exists()) \
+            if (d / JOBS).is_dir() else []
+        if jobs:
+            k = pd.read_csv(jobs[0] / "kpis.csv", keep_default_na=False)
+            short = k[k.kpi == "shortfall_share"]
+            return {"region": sorted(set(short.region)), "product": sorted(set(short["product"])),
+                    "market": sorted(set(k[k.kpi == "price_peak_multiple"].region)),
+                    "kpi": sorted(set(k.kpi))}
+    raise CompareError(f"{dirs[0]} is not a sweep folder with completed jobs (no {JOBS}/*/"
+                       f"{MANIFEST}); give the folder that `critmin sweep` printed")
+
+
 def compare(dirs: list[Path], out: Path | None = None, opts: Options | None = None) -> Path:
     """Write the comparison folder; returns it. It is rebuilt whole from the sweeps each time."""
     opts = opts or Options()
     dirs = [Path(d) for d in dirs]
-    study = load_study(dirs, opts.reference)
-    kpis = study.summary
-    for what, value, allowed in (
-            ("--region", opts.region, sorted(set(kpis[kpis.kpi == "shortfall_share"].region))),
-            ("--product", opts.product, sorted(set(kpis[kpis.kpi == "shortfall_share"]["product"]))),
-            ("--market", opts.market, sorted(set(kpis[kpis.kpi == "price_peak_multiple"].region))),
-            ("--kpi", opts.kpi, sorted(set(kpis.kpi)))):
-        if value not in allowed:
-            raise CompareError(f"{what}={value!r} is not in the results; allowed: {', '.join(allowed)}")
+    allowed = _allowed(dirs)
+    for what, value, choices in (("--region", opts.region, allowed["region"]),
+                                 ("--product", opts.product, allowed["product"]),
+                                 ("--market", opts.market, allowed["market"]),
+                                 ("--kpi", opts.kpi, allowed["kpi"])):
+        if value not in choices:
+            raise CompareError(f"{what}={value!r} is not in the results; allowed: {', '.join(choices)}")
+    kpis = sorted({k for k, *_ in TABLE_KPIS} | {opts.kpi, "unmet_demand_t"})
+    study = load_study(dirs, opts.reference, kpis, [opts.region, opts.market])
     if out is None:
         out = (dirs[0] / "compare" if len(dirs) == 1 else
                Path("results") / "compare" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
