@@ -1,0 +1,266 @@
+"""critmin's benchmark: critmin and the two reference designs, timed in one process run.
+
+    python benchmarks/bench.py                  # the full benchmark (~5 minutes on 2 cores)
+    python benchmarks/bench.py --smoke          # CI guard: fails only on a gross regression
+
+What it measures (one core, medians of repeats; ratios are what count, since
+machines are shared and noisy):
+  (a) one replication of the baseline world, 20 years, default (weekly) tick, alone;
+      and per replication in a default batch (20 replications, run.batch_size=10)
+  (b) the same with the full_package scenario (levers on, China's 2025 licensing and stop)
+  (c) a 200-replication batch (per replication)
+  (d) peak memory of (c) (tracemalloc: Python and numpy allocations)
+  (e) SimPy events processed, for (a) and (c)
+  the two reference designs of ../shared/bench (straightforward SimPy; vectorised numpy)
+  scaling: horizon 5-40 years and regions 5-40 (benchmarks/scaling.png)
+  sweep overhead per job: a 4-job sweep of 20-replication jobs through `critmin sweep`
+It writes benchmarks/results.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from omegaconf import OmegaConf  # noqa: E402
+from worlds import scaled_world  # noqa: E402
+
+from critmin.config.model import build_model  # noqa: E402
+from critmin.core.engine import Simulation  # noqa: E402
+
+
+def one_core() -> None:
+    """Pin numpy's BLAS to one thread (set before numpy is imported by the references)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def composed(overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from critmin.config.paths import config_dir, register_all
+
+    register_all()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def model(overrides: list[str], n_regions: int | None = None):
+    c = composed(overrides)
+    if n_regions is not None:
+        c["world"] = scaled_world(c["world"], n_regions)
+    return build_model(OmegaConf.create(c))
+
+
+def time_batches(m, reps: int, batch: int, repeats: int) -> tuple[float, int]:
+    """Median seconds per replication of `reps` replications in batches of `batch`; events."""
+    spec, world, levers = m
+    times, events = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        events = 0
+        for start in range(0, reps, batch):
+            res = Simulation(world, spec.calendar, list(range(start, min(start + batch, reps))),
+                             spec.seed, levers=levers).run()
+            events += res.n_events
+        times.append((time.perf_counter() - t0) / reps)
+    return statistics.median(times), events
+
+
+def peak_memory(m, reps: int) -> float:
+    spec, world, levers = m
+    tracemalloc.start()
+    Simulation(world, spec.calendar, list(range(reps)), spec.seed, levers=levers).run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def references(ref_dir: Path, simpy_reps: int, numpy_reps: int, years: int = 20) -> dict[str, float]:
+    if not (ref_dir / "model_simpy.py").exists():
+        sys.exit(f"bench: error: no reference designs in {ref_dir} (model_simpy.py); pass --ref-dir "
+                 "with the folder of ../shared/bench")
+    sys.path.insert(0, str(ref_dir))
+    from model_numpy import run_numpy
+    from model_params import make_noise, make_params
+    from model_simpy import SimpyModel
+
+    P = make_params(years=years)
+    SimpyModel(P, make_noise(P, 999)).run()  # warm-up, as run_reference.py
+    s = []
+    for r in range(simpy_reps):
+        eps = make_noise(P, r)
+        t0 = time.perf_counter()
+        SimpyModel(P, eps).run()
+        s.append(time.perf_counter() - t0)
+    run_numpy(P, make_noise(P, 999))
+    n = []
+    for r in range(numpy_reps):
+        eps = make_noise(P, r)
+        t0 = time.perf_counter()
+        run_numpy(P, eps)
+        n.append(time.perf_counter() - t0)
+    return {"simpy_per_rep_s": statistics.median(s), "numpy_per_rep_s": statistics.median(n)}
+
+
+def sweep_overhead(jobs: int, reps: int, years: int) -> dict[str, float]:
+    """Wall time of `critmin sweep` (one local worker) vs the same jobs' simulation alone."""
+    packages = ["none", "stockpiles", "build_out", "full"][:jobs]
+    common = [f"run.replications={reps}", f"run.horizon_years={years}", "run.plots=false"]
+    sim = 0.0
+    for p in packages:
+        per_rep, _ = time_batches(model([f"package={p}", *common]), reps, 10, 1)
+        sim += per_rep * reps
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "critmin.cli", "sweep", f"package={','.join(packages)}", *common,
+             "--jobs", "1", "--dir", str(Path(tmp) / "s"), "--no-progress"],
+            capture_output=True, text=True, env={**os.environ, "CRITMIN_HOME": str(ROOT)})
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            sys.exit(f"bench: error: the sweep failed: {done.stderr.strip()[-500:]}")
+        in_job = []
+        for m in (Path(tmp) / "s" / "jobs").glob("*/manifest.json"):
+            in_job.append(json.loads(m.read_text())["runtime_seconds"])
+    return {"jobs": jobs, "replications": reps, "years": years, "sweep_wall_s": wall,
+            "simulation_s": sim, "job_runtime_s": sum(in_job),
+            "overhead_per_job_share": (wall - sim) / sim,
+            "in_job_overhead_share": (sum(in_job) - sim) / sim}
+
+
+def scaling(horizons: list[int], regions: list[int], reps: int) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"horizon": [], "regions": []}
+    for y in horizons:
+        per_rep, _ = time_batches(model([f"run.horizon_years={y}"]), reps, reps, 1)
+        out["horizon"].append({"years": y, "per_rep_s": per_rep})
+    for n in regions:
+        per_rep, _ = time_batches(model(["run.horizon_years=20"], n_regions=n), reps, reps, 1)
+        out["regions"].append({"regions": n, "per_rep_s": per_rep})
+    return out
+
+
+def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for ax, key, xkey, label in ((axes[0], "horizon", "years", "horizon, years (9 regions)"),
+                                 (axes[1], "regions", "regions", "regions (20 years)")):
+        xs = [p[xkey] for p in sc[key]]
+        ys = [p["per_rep_s"] * 1000 for p in sc[key]]
+        ax.plot(xs, ys, "o-", label="critmin, measured")
+        ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color="grey",
+                label="linear from the first point")
+        ax.set_xlabel(label)
+        ax.set_ylabel("ms per replication (batch of 10)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    fig.suptitle("critmin: time per replication vs horizon and number of regions")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def smoke(ref_dir: Path, limit: float) -> int:
+    """Fail only if critmin per replication is > `limit` x the SimPy reference's (same run)."""
+    crit, _ = time_batches(model(["run.horizon_years=20"]), 10, 10, 1)
+    ref = references(ref_dir, simpy_reps=1, numpy_reps=1)
+    ratio = crit / ref["simpy_per_rep_s"]
+    ok = ratio <= limit
+    print(f"bench smoke: critmin {crit * 1000:.0f} ms per replication (batch of 10), SimPy reference "
+          f"{ref['simpy_per_rep_s'] * 1000:.0f} ms: ratio {ratio:.3f} (fails above {limit:g}): "
+          + ("ok" if ok else "GROSS REGRESSION"))
+    return 0 if ok else 1
+
+
+def main() -> int:
+    one_core()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref-dir", type=Path, default=ROOT.parent / "shared" / "bench",
+                    help="folder of the reference designs (default ../shared/bench)")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats per timing (median)")
+    ap.add_argument("--smoke", action="store_true", help="the CI guard only")
+    ap.add_argument("--smoke-limit", type=float, default=3.0,
+                    help="smoke fails if critmin per replication > this x the SimPy reference")
+    a = ap.parse_args()
+    if a.smoke:
+        return smoke(a.ref_dir, a.smoke_limit)
+    r: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                     "platform": platform.platform()},
+                         "written_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    base = model(["run.horizon_years=20"])
+    full = model(["run.horizon_years=20", "scenario=full_package"])
+    steps = base[0].calendar.n_ticks if hasattr(base[0].calendar, "n_ticks") else None
+    r["a_baseline_one_rep_s"], r["e_events_one_rep"] = time_batches(base, 1, 1, a.repeats)
+    r["a_baseline_per_rep_default_batch_s"], _ = time_batches(base, 20, 10, a.repeats)
+    r["b_full_package_one_rep_s"], _ = time_batches(full, 1, 1, a.repeats)
+    r["b_full_package_per_rep_default_batch_s"], _ = time_batches(full, 20, 10, a.repeats)
+    r["c_batch200_per_rep_s"], r["e_events_batch200"] = time_batches(base, 200, 200, 1)
+    r["d_peak_memory_batch200_mib"] = peak_memory(base, 200)
+    r["ticks"] = steps
+    r["reference"] = references(a.ref_dir, simpy_reps=a.repeats, numpy_reps=5)
+    simpy, numpy_ = r["reference"]["simpy_per_rep_s"], r["reference"]["numpy_per_rep_s"]
+    r["ratios"] = {k: {"vs_simpy": r[k] / simpy, "vs_numpy": r[k] / numpy_} for k in (
+        "a_baseline_one_rep_s", "a_baseline_per_rep_default_batch_s", "b_full_package_one_rep_s",
+        "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
+    r["sweep_overhead"] = sweep_overhead(4, 20, 20)
+    sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
+    r["scaling"] = sc
+    h, g = sc["horizon"], sc["regions"]
+    r["scaling_growth"] = {
+        "horizon_x8_time_x": h[-1]["per_rep_s"] / h[0]["per_rep_s"],
+        "regions_x8_time_x": g[-1]["per_rep_s"] / g[0]["per_rep_s"]}
+    plot_scaling(sc, HERE / "scaling.png")
+    a.out.write_text(json.dumps(r, indent=2))
+    print_table(r)
+    print(f"\nwrote {a.out} and {HERE / 'scaling.png'}")
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    ref = r["reference"]
+    print(f"\nreference designs (per replication, 20 years): SimPy {ref['simpy_per_rep_s']:.3f} s, "
+          f"numpy {ref['numpy_per_rep_s']:.3f} s")
+    print(f"{'critmin, 20 years':48s} {'s/rep':>8s} {'vs SimPy':>9s} {'vs numpy':>9s}")
+    names = {"a_baseline_one_rep_s": "(a) baseline, one replication alone",
+             "a_baseline_per_rep_default_batch_s": "(a) baseline, per rep, default batch (10)",
+             "b_full_package_one_rep_s": "(b) full_package, one replication alone",
+             "b_full_package_per_rep_default_batch_s": "(b) full_package, per rep, batch of 10",
+             "c_batch200_per_rep_s": "(c) baseline, per rep, batch of 200"}
+    for k, label in names.items():
+        q = r["ratios"][k]
+        print(f"{label:48s} {r[k]:8.3f} {q['vs_simpy']:9.3f} {q['vs_numpy']:9.2f}")
+    print(f"(d) peak memory, batch of 200: {r['d_peak_memory_batch200_mib']:.0f} MiB; "
+          f"(e) SimPy events: {r['e_events_one_rep']} (one rep), {r['e_events_batch200']} (200 reps)")
+    so = r["sweep_overhead"]
+    print(f"sweep of {so['jobs']} jobs x {so['replications']} reps x {so['years']} y (one worker): "
+          f"{so['sweep_wall_s']:.1f} s wall, {so['simulation_s']:.1f} s simulation: overhead "
+          f"{so['overhead_per_job_share']:.0%} per job (in-job only: {so['in_job_overhead_share']:.0%})")
+    g = r["scaling_growth"]
+    print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
+          f"regions x8 -> time x{g['regions_x8_time_x']:.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
