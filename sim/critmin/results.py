@@ -37,17 +37,18 @@ TIMESERIES = "timeseries.parquet"
 KPIS = "kpis.csv"
 MANIFEST = "manifest.json"
 
+LABEL = pa.dictionary(pa.int32(), pa.string())
 SCHEMA = pa.schema([
     ("replication", pa.int32()),
     ("date", pa.date32()),
-    ("region", pa.string()),
-    ("product", pa.string()),
-    ("sector", pa.string()),
-    ("origin", pa.string()),
-    ("lever", pa.string()),
-    ("variable", pa.string()),
+    ("region", LABEL),
+    ("product", LABEL),
+    ("sector", LABEL),
+    ("origin", LABEL),
+    ("lever", LABEL),
+    ("variable", LABEL),
     ("value", pa.float64()),
-    ("unit", pa.string()),
+    ("unit", LABEL),
 ])
 
 VARIABLES = {  # BatchResult field -> (variable name, unit)
@@ -73,23 +74,48 @@ def ensure_fresh(folder: Path) -> None:
         )
 
 
+def _label(v: Any, n: int) -> pa.DictionaryArray:
+    """A dictionary-encoded label column: a constant string, (codes, names), or strings."""
+    if isinstance(v, str):
+        return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([v]))
+    if isinstance(v, tuple):
+        codes, names = v
+        return pa.DictionaryArray.from_arrays(np.asarray(codes, dtype=np.int32),
+                                              pa.array(list(names), pa.string()))
+    return pa.array(v, pa.string()).dictionary_encode()
+
+
 def _frame(rep: np.ndarray, dates: np.ndarray, values: np.ndarray, labels: dict[str, Any],
            variable: str, unit: str) -> pa.Table:
-    """A block of rows; `values` is [R, MT, ...] flattened in C order with `labels` per axis."""
+    """A block of rows; `values` is [R, MT, ...] flattened in C order with `labels` per axis.
+
+    A label is a string (the same for every row), a (codes, names) pair, or an array of
+    strings; label columns are dictionary-encoded (small files, fast to write and read).
+    """
     n = values.size
-    cols: dict[str, Any] = {
-        "replication": rep, "date": dates,
-        "region": labels.get("region", ""), "product": labels.get("product", ""),
-        "sector": labels.get("sector", ""), "origin": labels.get("origin", ""),
-        "lever": labels.get("lever", ""),
-    }
-    data = {}
-    for k, v in cols.items():
-        data[k] = v if isinstance(v, np.ndarray) else np.full(n, v, dtype=object)
-    data["variable"] = np.full(n, variable, dtype=object)
+    data: dict[str, Any] = {"replication": rep.astype(np.int32), "date": dates}
+    for key in ("region", "product", "sector", "origin", "lever"):
+        data[key] = _label(labels.get(key, ""), n)
+    data["variable"] = _label(variable, n)
     data["value"] = values.reshape(-1)
-    data["unit"] = np.full(n, unit, dtype=object)
+    data["unit"] = _label(unit, n)
     return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def _grid(replications: Any, *dims: int, keep: np.ndarray | None = None) -> list[np.ndarray]:
+    """Row labels of a flattened [R, *dims] array (C order): replication numbers, then one
+    index per axis; with `keep` (a flat mask), only for the kept elements."""
+    reps = np.asarray(replications, dtype=np.int32)
+    shape = (len(reps), *dims)
+    if keep is not None:
+        idx = np.unravel_index(np.flatnonzero(keep), shape)
+        return [reps[idx[0]], *(i.astype(np.int32) for i in idx[1:])]
+    out = []
+    for j, d in enumerate(shape):
+        after, before = int(np.prod(shape[j + 1:])), int(np.prod(shape[:j]))
+        out.append(np.tile(np.repeat(np.arange(d, dtype=np.int32), after), before))
+    out[0] = reps[out[0]]
+    return out
 
 
 def lever_labels(world: World, levers: Levers, kind: str) -> tuple[list[str], list[str]]:
@@ -110,40 +136,34 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         kind, unit, per_product, _ = LEVER_SERIES[var]
         names, regions = lever_labels(world, levers, kind)
         I, X = arr.shape[2:]
-        rep, mi, i, x = [a.reshape(-1) for a in np.meshgrid(
-            res.replications, np.arange(MT), np.arange(I), np.arange(X), indexing="ij")]
-        keep = np.ones(rep.size, dtype=bool)
+        keep = np.ones(arr.shape, dtype=bool)
         if per_product and kind == "stockpiles":  # only the products each reserve holds
-            held = np.array([p.products for p in levers.stockpiles])  # I, K
-            keep = held[i, x]
-        product = np.array(world.products, dtype=object)[x] if per_product else "all"
-        yield _frame(rep[keep], months[mi][keep], arr.reshape(-1)[keep],
-                     {"region": np.array(regions, dtype=object)[i][keep],
-                      "product": product[keep] if per_product else "all",
-                      "lever": np.array(names, dtype=object)[i][keep]}, var, unit)
+            held = np.array([p.products for p in levers.stockpiles], dtype=bool)  # I, K
+            keep = np.broadcast_to(held, arr.shape)
+        keep = keep.reshape(-1)
+        rep, mi, i, x = _grid(res.replications, MT, I, X, keep=keep)
+        yield _frame(rep, months[mi], arr.reshape(-1)[keep],
+                     {"region": (i, regions),
+                      "product": (x, world.products) if per_product else "all",
+                      "lever": (i, names)}, var, unit)
     for field, var, lever in (("tariff_revenue", "tariff_revenue", "duties"),
                               ("discount_cost", "export_discount_cost", "export_discounts")):
         arr = getattr(res, field)
         if arr is None:
             continue
         N, K = len(world.regions), len(world.products)
-        rep5, mi5, d5, o5, k5 = [a.reshape(-1) for a in np.meshgrid(
-            res.replications, np.arange(MT), np.arange(N), np.arange(N), np.arange(K), indexing="ij")]
         keep = np.broadcast_to(arr.sum((0, 1)) > 0, arr.shape).reshape(-1)
-        yield _frame(rep5[keep], months[mi5][keep], arr.reshape(-1)[keep],
-                     {"region": np.array(world.regions, dtype=object)[d5][keep],
-                      "origin": np.array(world.regions, dtype=object)[o5][keep],
-                      "product": np.array(world.products, dtype=object)[k5][keep],
-                      "lever": lever}, var, "USD/month")
+        rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
+        yield _frame(rep5, months[mi5], arr.reshape(-1)[keep],
+                     {"region": (d5, world.regions), "origin": (o5, world.regions),
+                      "product": (k5, world.products), "lever": lever}, var, "USD/month")
     if res.licences_pending is not None:
         N, K = len(world.regions), len(world.products)
-        rep4, mi4, n4, k4 = [a.reshape(-1) for a in np.meshgrid(
-            res.replications, np.arange(MT), np.arange(N), np.arange(K), indexing="ij")]
         keep = np.broadcast_to(res.licences_pending.sum((0, 1)) > 0,
                                res.licences_pending.shape).reshape(-1)
-        yield _frame(rep4[keep], months[mi4][keep], res.licences_pending.reshape(-1)[keep],
-                     {"region": np.array(world.regions, dtype=object)[n4][keep],
-                      "product": np.array(world.products, dtype=object)[k4][keep],
+        rep4, mi4, n4, k4 = _grid(res.replications, MT, N, K, keep=keep)
+        yield _frame(rep4, months[mi4], res.licences_pending.reshape(-1)[keep],
+                     {"region": (n4, world.regions), "product": (k4, world.products),
                       "lever": "export_controls"}, "licences_pending", "t")
 
 
@@ -154,12 +174,11 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
     months = np.array(res.months, dtype="datetime64[D]")
 
     def grid(*dims: int) -> list[np.ndarray]:
-        return [a.reshape(-1) for a in np.meshgrid(res.replications, np.arange(MT),
-                                                   *[np.arange(d) for d in dims], indexing="ij")]
+        return _grid(res.replications, MT, *dims)
 
     rep, mi, n, k = grid(N, K)
-    region = np.array(world.regions, dtype=object)[n]
-    product = np.array(world.products, dtype=object)[k]
+    region = (n, world.regions)
+    product = (k, world.products)
     for field, (name, unit) in VARIABLES.items():
         yield _frame(rep, months[mi], getattr(res, field),
                      {"region": region, "product": product}, name, unit)
@@ -171,29 +190,27 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                  "imports", "t/month")
     yield _frame(rep, months[mi], foreign.sum(2), {"region": region, "product": product},
                  "exports", "t/month")
-    rep5, mi5, d5, o5, k5 = grid(N, N, K)
     keep = np.broadcast_to(ship.sum((0, 1)) > 0, ship.shape).reshape(-1)
-    yield _frame(rep5[keep], months[mi5][keep], ship.reshape(-1)[keep],
-                 {"region": np.array(world.regions, dtype=object)[d5][keep],
-                  "origin": np.array(world.regions, dtype=object)[o5][keep],
-                  "product": np.array(world.products, dtype=object)[k5][keep]},
+    rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
+    yield _frame(rep5, months[mi5], ship.reshape(-1)[keep],
+                 {"region": (d5, world.regions), "origin": (o5, world.regions),
+                  "product": (k5, world.products)},
                  "supply_by_origin", "t/month")
     repm, mim, m, km = grid(len(world.markets), K)
     yield _frame(repm, months[mim], res.price,
-                 {"region": np.array(world.markets, dtype=object)[m],
-                  "product": np.array(world.products, dtype=object)[km]},
+                 {"region": (m, world.markets), "product": (km, world.products)},
                  "price", "USD/kg")
     reps_, mis, s = grid(len(world.sectors))
-    sec_region = np.array([world.regions[i] for i in world.sector_region], dtype=object)[s]
-    sec_product = np.array([world.products[i] for i in world.sector_product], dtype=object)[s]
-    sec_kind = np.array(world.sector_kind, dtype=object)[s]
+    sec_region = (np.asarray(world.sector_region)[s], world.regions)
+    sec_product = (np.asarray(world.sector_product)[s], world.products)
+    sec_kind = (s, world.sector_kind)
     for field, name in (("sector_demand", "demand"), ("sector_unmet", "unmet_demand")):
         yield _frame(reps_, months[mis], getattr(res, field),
                      {"region": sec_region, "product": sec_product, "sector": sec_kind},
                      name, "t/month")
     repf, mif, f = grid(len(world.facilities))
-    fac_region = np.array([world.regions[i] for i in world.fac_region], dtype=object)[f]
-    fac_name = np.array(world.facilities, dtype=object)[f]
+    fac_region = (np.asarray(world.fac_region)[f], world.regions)
+    fac_name = (f, world.facilities)
     yield _frame(repf, months[mif], res.capacity, {"region": fac_region, "origin": fac_name},
                  "capacity", "t/yr")
     if levers is not None:
@@ -206,7 +223,12 @@ class TimeseriesWriter:
     def __init__(self, folder: Path) -> None:
         self.path = folder / TIMESERIES
         self.tmp = folder / (TIMESERIES + ".partial")
-        self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+        # dictionary pages and statistics for the label columns only (row groups hold one
+        # variable each, so readers filtering on it skip the others); light zstd: writing
+        # was most of a sweep job's overhead (benchmarks/bench.py)
+        labels = [f.name for f in SCHEMA if pa.types.is_dictionary(f.type)]
+        self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd", compression_level=1,
+                                       use_dictionary=labels, write_statistics=labels)
 
     def write(self, world: World, res: BatchResult, levers: Levers | None = None) -> None:
         for table in timeseries_tables(world, res, levers):
