@@ -68,30 +68,49 @@ def _overrides(args: list[str]) -> list[str]:
     return out
 
 
-def compose(overrides: list[str]) -> Any:
-    """Compose and build the config once (with Hydra's settings); raise UserError in one line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+class Composer:
+    """Composes and checks configs, Hydra initialised once for many compositions."""
 
-    from .config.build import ConfigError
-    from .config.errors import describe
-    from .config.model import build_model
-    from .config.paths import config_dir, register_all
+    def __enter__(self) -> Composer:
+        from hydra import initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
 
-    register_all()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-        build_model(cfg)
-    except ConfigError as e:
-        raise UserError(str(e)) from e
-    except Exception as e:  # composition errors from Hydra / OmegaConf
-        raise UserError(describe(e, overrides)) from e
-    finally:
+        from .config.paths import config_dir, register_all
+
+        register_all()
         GlobalHydra.instance().clear()
-    return cfg
+        self._init = initialize_config_dir(config_dir=str(config_dir()), version_base="1.3")
+        self._init.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        self._init.__exit__(*exc)
+        GlobalHydra.instance().clear()
+
+    def __call__(self, overrides: list[str]) -> Any:
+        """Compose and build the config (with Hydra's settings); raise UserError in one line."""
+        from hydra import compose as hydra_compose
+
+        from .config.build import ConfigError
+        from .config.errors import describe
+        from .config.model import build_model
+
+        try:
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+            build_model(cfg)
+        except ConfigError as e:
+            raise UserError(str(e)) from e
+        except Exception as e:  # composition errors from Hydra / OmegaConf
+            raise UserError(describe(e, overrides)) from e
+        return cfg
+
+
+def compose(overrides: list[str]) -> Any:
+    """Compose and build one config (with Hydra's settings); raise UserError in one line."""
+    with Composer() as c:
+        return c(overrides)
 
 
 def check_config(overrides: list[str]) -> None:
@@ -161,7 +180,7 @@ def _sweep(args: list[str], debug: bool) -> int:
         from omegaconf import OmegaConf
 
         try:
-            cfg = compose(overrides)
+            cfg = composer(overrides)
         except UserError as e:
             job = " ".join(o for o in overrides if not o.startswith("hydra"))
             raise UserError(f"{e} [job: {job or 'defaults'}]" if job else str(e)) from e
@@ -175,7 +194,8 @@ def _sweep(args: list[str], debug: bool) -> int:
         return job_config(cfg), int(cfg.run.replications), hydra_info
 
     try:
-        plan = plan_sweep(opts.overrides, opts.dir, compose_job)
+        with Composer() as composer:
+            plan = plan_sweep(opts.overrides, opts.dir, compose_job)
     except SweepError as e:
         raise UserError(str(e)) from e
     before = {j.name: job_status(plan.folder / JOBS / j.name, j.digest) for j in plan.jobs}

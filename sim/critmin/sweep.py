@@ -82,7 +82,7 @@ class Job:
     name: str
     overrides: tuple[str, ...]
     replications: int
-    digest: str
+    digest: str | None  # of the config, known for jobs already complete in the folder
 
 
 @dataclass
@@ -240,16 +240,22 @@ def first_difference(old: Any, new: Any, path: str = "") -> str:
 
 
 def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
-    """Expand the command line (and a named sweep file) into jobs, each composed and checked.
+    """Expand the command line (and a named sweep file) into jobs and check them.
 
     `compose_job(overrides) -> (job config, replications, Hydra settings)` composes one
     job and raises on bad input; the settings are the sweep file's `params`, the
     `sweep_dir` and the `launcher` target. The expansion is Hydra's own
     (BasicSweeper), so the jobs are exactly those Hydra will launch.
+
+    Checks, before anything runs: the first job, and every other value of every axis
+    (with the other axes at their first value), so a bad value fails in one line at a
+    cost of one composition per value, not per job. Jobs already complete in the folder
+    are composed in full, to refuse any whose config changed (never overwritten).
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+
     hydra_args = [a for a in args if is_hydra_override(a)]
     task_args = [a for a in args if not is_hydra_override(a)]
     sweep_args = [a for a in task_args if override_key(a) == "sweep"]
@@ -267,22 +273,32 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
     where = Path(folder) if folder else Path(hydra_cfg["sweep_dir"])
     where = where.expanduser().resolve()
     launcher = hydra_cfg["launcher"]
-    jobs, seen = [], set()
-    for overrides in batch:
-        name = job_name(overrides)
-        if name in seen:  # e.g. the same value twice on an axis
-            continue
-        seen.add(name)
-        config, reps, _ = compose_job(list(overrides) + hydra_args)
-        job = Job(name, tuple(overrides), reps, config_digest(config))
-        if job_status(where / JOBS / name, job.digest) == "stale":
-            old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
-            raise SweepError(
-                f"{where / JOBS / name} was completed with a different config "
-                f"({first_difference(old, config) or 'code or defaults changed'}); critmin never "
-                "overwrites results: sweep into a new folder with --dir, or remove that job folder")
-        jobs.append(job)
-    axes, fixed = axes_of([list(j.overrides) for j in jobs])
+    unique: dict[str, list[str]] = {}
+    for overrides in batch:  # the same value twice on an axis gives one job
+        unique.setdefault(job_name(overrides), list(overrides))
+    axes, fixed = axes_of(list(unique.values()))
+    first = next(iter(unique.values()))
+    _, base_reps, _ = compose_job(first + hydra_args)
+    for key, values in axes.items():
+        for value in values[1:]:
+            compose_job([o.split("=", 1)[0] + "=" + value if override_key(o) == key else o
+                         for o in first] + hydra_args)
+    jobs = []
+    for name, overrides in unique.items():
+        reps = next((int(override_value(o)) for o in overrides
+                     if override_key(o) == "run.replications"), base_reps)
+        digest = None
+        if (where / JOBS / name / MANIFEST).exists():
+            config, reps, _ = compose_job(overrides + hydra_args)
+            digest = config_digest(config)
+            if job_status(where / JOBS / name, digest) == "stale":
+                old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
+                raise SweepError(
+                    f"{where / JOBS / name} was completed with a different config "
+                    f"({first_difference(old, config) or 'code or defaults changed'}); critmin "
+                    "never overwrites results: sweep into a new folder with --dir, or remove that "
+                    "job folder")
+        jobs.append(Job(name, tuple(overrides), reps, digest))
     return Plan(where, jobs, axes, fixed, override_value(sweep_args[0]) if sweep_args else "",
                 launcher.rsplit(".", 1)[-1], hydra_args)
 

@@ -50,8 +50,15 @@ def _job_name(overrides: object) -> str:
     return job_name([str(o) for o in overrides])  # type: ignore[attr-defined]
 
 
+_REGISTERED: set[Path] = set()
+
+
 def register_all() -> None:
-    """Register the schema, every scenario file and critmin's resolvers with Hydra."""
+    """Register the schema, every scenario file and critmin's resolvers with Hydra (once per
+    scenario folder and process: reading the scenario files costs a noticeable time)."""
+    if scenario_dir() in _REGISTERED:
+        return
+    _REGISTERED.add(scenario_dir())
     register()
     # `hydra.sweep.subdir` names each sweep job's folder by its overrides (configs/config.yaml)
     if not OmegaConf.has_resolver("critmin_job_name"):
