@@ -121,28 +121,32 @@ def references(ref_dir: Path, simpy_reps: int, numpy_reps: int, years: int = 20)
     return {"simpy_per_rep_s": statistics.median(s), "numpy_per_rep_s": statistics.median(n)}
 
 
-def sweep_overhead(jobs: int, reps: int, years: int) -> dict[str, float]:
-    """Wall time of `critmin sweep` (one local worker) vs the same jobs' simulation alone."""
-    packages = ["none", "stockpiles", "build_out", "full"][:jobs]
+def sweep_overhead(axis: str, values: list[str], reps: int, years: int) -> dict[str, Any]:
+    """Wall time of `critmin sweep` (one local worker) vs the same jobs' simulation alone.
+
+    overhead_per_job_share = (sweep wall time - simulation) / simulation: process start,
+    planning, Hydra's per-job composition, writing results and the summary, all counted.
+    """
     common = [f"run.replications={reps}", f"run.horizon_years={years}", "run.plots=false"]
     sim = 0.0
-    for p in packages:
-        per_rep, _ = time_batches(model([f"package={p}", *common]), reps, 10, 1)
+    for v in values:
+        per_rep, _ = time_batches(model([f"{axis}={v}", *common]), reps, 10, 1)
         sim += per_rep * reps
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "critmin.cli", "sweep", f"package={','.join(packages)}", *common,
+            [sys.executable, "-m", "critmin.cli", "sweep", f"{axis}={','.join(values)}", *common,
              "--jobs", "1", "--dir", str(Path(tmp) / "s"), "--no-progress"],
             capture_output=True, text=True, env={**os.environ, "CRITMIN_HOME": str(ROOT)})
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             sys.exit(f"bench: error: the sweep failed: {done.stderr.strip()[-500:]}")
-        in_job = []
-        for m in (Path(tmp) / "s" / "jobs").glob("*/manifest.json"):
-            in_job.append(json.loads(m.read_text())["runtime_seconds"])
-    return {"jobs": jobs, "replications": reps, "years": years, "sweep_wall_s": wall,
+        in_job = [json.loads(m.read_text())["runtime_seconds"]
+                  for m in (Path(tmp) / "s" / "jobs").glob("*/manifest.json")]
+    n = len(values)
+    return {"axis": axis, "jobs": n, "replications": reps, "years": years, "sweep_wall_s": wall,
             "simulation_s": sim, "job_runtime_s": sum(in_job),
+            "overhead_per_job_s": (wall - sim) / n,
             "overhead_per_job_share": (wall - sim) / sim,
             "in_job_overhead_share": (sum(in_job) - sim) / sim}
 
@@ -224,7 +228,9 @@ def main() -> int:
     r["ratios"] = {k: {"vs_simpy": r[k] / simpy, "vs_numpy": r[k] / numpy_} for k in (
         "a_baseline_one_rep_s", "a_baseline_per_rep_default_batch_s", "b_full_package_one_rep_s",
         "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
-    r["sweep_overhead"] = sweep_overhead(4, 20, 20)
+    r["sweep_overhead"] = {
+        "baseline": sweep_overhead("run.seed", ["1", "2", "3", "4"], 20, 20),
+        "packages": sweep_overhead("package", ["none", "stockpiles", "build_out", "full"], 20, 20)}
     sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
     r["scaling"] = sc
     h, g = sc["horizon"], sc["regions"]
@@ -253,10 +259,11 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{label:48s} {r[k]:8.3f} {q['vs_simpy']:9.3f} {q['vs_numpy']:9.2f}")
     print(f"(d) peak memory, batch of 200: {r['d_peak_memory_batch200_mib']:.0f} MiB; "
           f"(e) SimPy events: {r['e_events_one_rep']} (one rep), {r['e_events_batch200']} (200 reps)")
-    so = r["sweep_overhead"]
-    print(f"sweep of {so['jobs']} jobs x {so['replications']} reps x {so['years']} y (one worker): "
-          f"{so['sweep_wall_s']:.1f} s wall, {so['simulation_s']:.1f} s simulation: overhead "
-          f"{so['overhead_per_job_share']:.0%} per job (in-job only: {so['in_job_overhead_share']:.0%})")
+    for kind, so in r["sweep_overhead"].items():
+        print(f"sweep of {so['jobs']} {kind} jobs x {so['replications']} reps x {so['years']} y (one "
+              f"worker): {so['sweep_wall_s']:.1f} s wall, {so['simulation_s']:.1f} s simulation: "
+              f"overhead {so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:.0%} per job "
+              f"(inside the job only: {so['in_job_overhead_share']:.0%})")
     g = r["scaling_growth"]
     print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
           f"regions x8 -> time x{g['regions_x8_time_x']:.1f}")
