@@ -18,10 +18,19 @@ from tqdm import tqdm
 
 from .config.model import build_model
 from .config.paths import config_dir, register_all
+from .config.uncertain import draw, parse_uncertain
 from .core.kpis import compute_kpis
 from .plots import plot_run
-from .results import TimeseriesWriter, ensure_fresh, kpi_frame, write_atomic, write_kpis, write_manifest
-from .runner import simulate
+from .results import (
+    TimeseriesWriter,
+    ensure_fresh,
+    kpi_frame,
+    write_atomic,
+    write_kpis,
+    write_manifest,
+    write_parameters,
+)
+from .runner import simulate, simulate_uncertain
 from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status
 
 log = logging.getLogger("critmin")
@@ -46,12 +55,19 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         if report is not None:
             report(done)
 
+    params = parse_uncertain(cfg)
+    if params:  # each replication its own world, from row r of a Latin hypercube
+        values = draw(params, spec.replications, spec.seed)
+        write_parameters(folder, params, values)
+        batches = simulate_uncertain(cfg, spec, params, values, progress)
+    else:
+        batches = ((res, world, levers) for res in simulate(world, spec, progress, levers))
     writer = TimeseriesWriter(folder)
     kpi_rows, n_events = [], 0
     try:
-        for res in simulate(world, spec, progress, levers):
-            writer.write(world, res, levers)
-            kpi_rows.append(compute_kpis(world, res, spec.calendar.tick_days, levers))
+        for res, w, lv in batches:
+            writer.write(w, res, lv)
+            kpi_rows.append(compute_kpis(w, res, spec.calendar.tick_days, lv))
             n_events += res.n_events
         writer.close()
     finally:
@@ -74,7 +90,9 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         "simpy_events": n_events,
         "runtime_seconds": round(time.time() - started, 3),
         "overrides": list(overrides or []),
-        "files": ["timeseries.parquet", "kpis.csv", *plots],
+        "uncertain_parameters": [p.name for p in params],
+        "files": ["timeseries.parquet", "kpis.csv", *(["parameters.csv"] if params else []),
+                  *plots],
     }
     config = job_config(cfg)
     summary["config_sha256"] = config_digest(config)

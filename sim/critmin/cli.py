@@ -99,7 +99,7 @@ class Composer:
 
         try:
             cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-            build_model(cfg)
+            build_model(cfg, check_uncertain=True)
         except ConfigError as e:
             raise UserError(str(e)) from e
         except Exception as e:  # composition errors from Hydra / OmegaConf

@@ -257,6 +257,21 @@ def write_kpis(folder: Path, df: pd.DataFrame) -> None:
     write_atomic(folder / KPIS, df.to_csv(index=False, float_format="%.10g"))
 
 
+PARAMETERS = "parameters.csv"
+
+
+def write_parameters(folder: Path, params: Any, values: np.ndarray) -> None:
+    """`parameters.csv`: replication, parameter (its name), key, value: the draws of a run."""
+    R = values.shape[0]
+    df = pd.DataFrame({
+        "replication": np.repeat(np.arange(R), len(params)),
+        "parameter": [p.name for p in params] * R,
+        "key": [p.key for p in params] * R,
+        "value": values.reshape(-1),
+    })
+    write_atomic(folder / PARAMETERS, df.to_csv(index=False, float_format="%.10g"))
+
+
 def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     info: dict[str, Any] = {"critmin": metadata.version("critmin")}

@@ -8,11 +8,17 @@ its own named streams, so its results do not depend on which batch it is in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .config.build import RunSpec
 from .core.engine import BatchResult, Simulation
 from .core.levers import Levers
 from .core.world import World
+
+if TYPE_CHECKING:
+    from .config.uncertain import UncertainParam
 
 
 def batches(replications: int, batch_size: int) -> list[list[int]]:
@@ -36,3 +42,30 @@ def simulate(
         yield Simulation(world, spec.calendar, reps, spec.seed, progress=progress,
                          levers=levers).run()
         done += len(reps)
+
+
+def simulate_uncertain(
+    cfg: Any,
+    spec: RunSpec,
+    params: list[UncertainParam],
+    values: np.ndarray,
+    on_progress: Callable[[float], None] | None = None,
+) -> Iterator[tuple[BatchResult, World, Levers]]:
+    """One replication at a time, each with its own parameter values (row r of `values`).
+
+    Every replication still draws from its own named streams, so replication r meets the
+    same outages and noise whatever its parameter values or the other replications.
+    """
+    from .config.model import build_model
+    from .config.uncertain import with_values
+
+    for r in range(spec.replications):
+        _, world, levers = build_model(with_values(cfg, params, values[r]))
+
+        def progress(frac: float, _r: int = r) -> None:
+            if on_progress is not None:
+                on_progress(_r + frac)
+
+        res = Simulation(world, spec.calendar, [r], spec.seed, progress=progress,
+                         levers=levers).run()
+        yield res, world, levers

@@ -11,11 +11,18 @@ from .build import RunSpec, build_run, build_world
 from .levers import add_planned_facilities, build_levers
 
 
-def build_model(cfg: Any) -> tuple[RunSpec, World, Levers]:
-    """Check and compile a root config (`CritminConfig`). Raises `ConfigError` on bad input."""
+def build_model(cfg: Any, check_uncertain: bool = False) -> tuple[RunSpec, World, Levers]:
+    """Check and compile a root config (`CritminConfig`). Raises `ConfigError` on bad input.
+
+    With `check_uncertain`, also the declared uncertain parameters and their ranges.
+    """
     spec = build_run(cfg)
     world_cfg = copy.deepcopy(cfg.world)
     add_planned_facilities(world_cfg, cfg.levers)
     world = build_world(world_cfg)
     levers = build_levers(cfg.levers, world, spec.calendar, world_cfg)
+    if check_uncertain:
+        from .uncertain import check_ranges, parse_uncertain
+
+        check_ranges(cfg, parse_uncertain(cfg), build_model)
     return spec, world, levers

@@ -339,12 +339,34 @@ class LeversConfig:
 
 
 @dataclass
+class UncertainConfig:
+    """A parameter drawn per replication (docs/uncertainty.md). Fields by `dist`:
+    uniform: low, high; triangular: low, mode, high; normal: mean, sd (optional low/high
+    truncate); lognormal: median, sd_log; choice: values (optional weights)."""
+
+    key: str = MISSING  # dotted config key of a number, e.g. world.demand.growth_per_year
+    dist: str = MISSING  # uniform | triangular | normal | lognormal | choice
+    low: Any = None
+    high: Any = None
+    mode: Any = None
+    mean: Any = None
+    sd: Any = None
+    median: Any = None
+    sd_log: Any = None
+    values: list[Any] = field(default_factory=list)
+    weights: list[Any] = field(default_factory=list)
+    source: str = ""  # where the range comes from, or ASSUMPTION: why
+    skip_if_absent: bool = False  # e.g. a lever's field: drawn only when that lever is chosen
+
+
+@dataclass
 class CritminConfig:
     """The root config. Its defaults list lives in configs/config.yaml."""
 
     world: WorldConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
     levers: LeversConfig = field(default_factory=LeversConfig)
+    uncertain: dict[str, UncertainConfig] = field(default_factory=dict)  # name -> parameter
     scenario_name: str = "status_quo"
     scenario_question: str = ""
 

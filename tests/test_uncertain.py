@@ -1,0 +1,97 @@
+"""Uncertain parameters: Latin hypercube draws per replication, reproducible, applied, checked."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from critmin.config.build import ConfigError
+from critmin.config.model import build_model
+from critmin.config.paths import config_dir, register_all
+from critmin.config.uncertain import draw, latin_hypercube, parse_uncertain, with_values
+
+
+def composed(*overrides):
+    register_all()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_latin_hypercube_puts_one_point_in_each_stratum_of_every_axis():
+    for n in (1, 7, 40):
+        u = latin_hypercube(5, n, seed=3)
+        assert u.shape == (n, 5) and ((u >= 0) & (u < 1)).all()
+        for j in range(5):
+            assert sorted(np.floor(u[:, j] * n).astype(int)) == list(range(n))
+
+
+def test_draws_are_reproducible_with_the_seed_and_change_with_it():
+    params = parse_uncertain(composed("uncertainty=baseline"))
+    a, b, c = draw(params, 20, 12345), draw(params, 20, 12345), draw(params, 20, 7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_each_distribution_stays_in_its_range_and_hits_its_centre():
+    params = {p.name: (p, j) for j, p in enumerate(parse_uncertain(composed("uncertainty=baseline")))}
+    v = draw([p for p, _ in params.values()], 400, 1)
+    ev, j = params["ev_price_elasticity"]
+    assert v[:, j].min() >= 0.02 and v[:, j].max() <= 0.15
+    assert np.mean(v[:, j]) == pytest.approx(0.085, abs=0.003)  # uniform: the mid-point
+    lead, j = params["mine_lead_years"]
+    assert np.median(v[:, j]) == pytest.approx(3.0, rel=0.03)  # lognormal: the median
+    tri, j = params["ev_substitution_rate"]
+    assert v[:, j].min() >= 0.03 and v[:, j].max() <= 0.15
+    assert np.mean(v[:, j]) == pytest.approx((0.03 + 0.10 + 0.15) / 3, abs=0.003)
+
+
+def test_lever_fields_are_drawn_only_when_the_lever_is_chosen():
+    names = {p.name for p in parse_uncertain(composed("uncertainty=baseline"))}
+    assert "licence_delay_days" not in names and "ev_price_elasticity" in names
+    names = {p.name for p in parse_uncertain(
+        composed("uncertainty=baseline", "levers/export_control=licensing_2025"))}
+    assert {"licence_delay_days", "licence_approval_rate"} <= names
+
+
+def test_drawn_values_reach_the_world_and_leave_the_config_untouched():
+    cfg = composed("uncertainty=baseline")
+    params = parse_uncertain(cfg)
+    values = draw(params, 3, 12345)
+    j = [p.name for p in params].index("utilisation_price_elasticity")
+    _, world, _ = build_model(with_values(cfg, params, values[1]))
+    assert world.supply.utilisation_price_elasticity == pytest.approx(values[1, j])
+    assert OmegaConf.select(cfg, "world.supply_response.utilisation_price_elasticity") == 0.3
+
+
+@pytest.mark.parametrize("override, words", [
+    ("uncertain.ev_price_elasticity.dist=poisson", ["dist", "poisson", "uniform"]),
+    ("uncertain.ev_price_elasticity.key=world.nope", ["key", "world.nope", "must name a number"]),
+    ("uncertain.ev_price_elasticity.high=0.01", ["high", "> low"]),
+])
+def test_bad_uncertain_declarations_are_refused_in_one_line(override, words):
+    with pytest.raises(ConfigError) as e:
+        parse_uncertain(composed("uncertainty=baseline", override))
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_run_stores_the_draws_and_uses_them(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "critmin.cli", "run", "uncertainty=baseline",
+                        "run.replications=4", "run.horizon_years=1", "run.plots=false",
+                        "run.progress=false"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "CRITMIN_HOME": str(root)}, timeout=300)
+    assert p.returncode == 0, p.stderr
+    (folder,) = (tmp_path / "results" / "runs").iterdir()
+    par = pd.read_csv(folder / "parameters.csv")
+    assert sorted(par.replication.unique()) == [0, 1, 2, 3]
+    params = parse_uncertain(composed("uncertainty=baseline"))
+    expected = draw(params, 4, 12345)
+    got = par.pivot(index="replication", columns="parameter", values="value")[[p.name for p in params]]
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-9)
