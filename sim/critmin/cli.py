@@ -30,6 +30,7 @@ commands:
   sweep      run many jobs (a Hydra multirun) into one folder, in parallel; resumable
   aggregate  rebuild a sweep's summary table (summary.parquet, summary.csv)
   compare    comparison plots, tables and report.html of one or more sweeps
+  sensitivity  global sensitivity of a KPI to the uncertain parameters (SALib)
 
 options for every command:
   --debug  show a Python traceback on errors
@@ -321,6 +322,87 @@ def _compare(args: list[str], debug: bool) -> int:
     return 0
 
 
+def _sensitivity(args: list[str], debug: bool) -> int:
+    import datetime as dt
+
+    from tqdm import tqdm
+
+    from .config.model import build_model
+    from .config.uncertain import parse_uncertain
+    from .sensitivity import kpi_evaluator, run_sensitivity, write_outputs
+
+    p = argparse.ArgumentParser(
+        prog="critmin sensitivity", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Global sensitivity of one KPI to the uncertain parameters (SALib): Morris "
+                    "screening for many parameters, Sobol indices for few. Writes indices.csv, "
+                    "samples.csv and a plot with confidence intervals into a new folder under "
+                    "results/sensitivity/.",
+        epilog="""examples:
+  critmin sensitivity                                   # Morris, uncertainty=baseline, US magnet shortfall
+  critmin sensitivity --method sobol --n 256 uncertain.outage_rate.high=0.6 ~uncertain.demand_growth
+  critmin sensitivity --kpi price_peak_multiple --region ex_china --product ndpr_oxide \\
+      levers/export_control=ban_12m run.horizon_years=5
+
+Without an uncertainty=... override, uncertainty=baseline is used (configs/uncertainty/).""")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--method", choices=["morris", "sobol"], default="morris")
+    p.add_argument("--n", type=int, help="Morris: trajectories (default 10); Sobol: base sample, "
+                                         "a power of 2 (default 64); points = n(P+1) or n(P+2)")
+    p.add_argument("--kpi", default="shortfall_share", help="KPI (default shortfall_share)")
+    p.add_argument("--region", default="USA", help="region, or market for prices (default USA)")
+    p.add_argument("--product", default="magnet", help="product (default magnet)")
+    p.add_argument("--replications", type=int, default=2,
+                   help="random streams per point, the same for every point (default 2)")
+    p.add_argument("--out", type=Path, help="output folder (must be new)")
+    p.add_argument("--format", choices=["svg", "pdf"], default="svg")
+    p.add_argument("--no-progress", action="store_true")
+    o = p.parse_intermixed_args(args)
+    n = o.n or (10 if o.method == "morris" else 64)
+    if n < 2 or (o.method == "sobol" and n & (n - 1)):
+        raise UserError(f"--n={n} is not allowed: " + ("a power of 2 for Sobol (e.g. 64, 256)"
+                        if o.method == "sobol" else "must be >= 2"))
+    if o.replications < 1:
+        raise UserError(f"--replications={o.replications} is not allowed: must be >= 1")
+    overrides = list(o.overrides)
+    if not any(a.split("=", 1)[0] == "uncertainty" for a in overrides):
+        overrides.insert(0, "uncertainty=baseline")
+    with Composer() as composer:
+        cfg = composer(overrides)
+    params = parse_uncertain(cfg)
+    if len(params) < 2:
+        raise UserError(f"{len(params)} uncertain parameter(s) declared: a sensitivity analysis "
+                        "needs 2 or more (uncertainty=baseline, or uncertain.NAME.key=... ; "
+                        "docs/uncertainty.md)")
+    spec, _, _ = build_model(cfg)
+    evaluate = kpi_evaluator(cfg, params, o.kpi, o.region, o.product, o.replications)
+
+    points = n * (len(params) + (1 if o.method == "morris" else 2))
+    bar = tqdm(total=points, unit="pt", desc=f"sensitivity {o.method}", disable=o.no_progress,
+               file=sys.stderr)
+    try:
+        ix = run_sensitivity(params, evaluate, o.method, n, spec.seed,
+                             on_point=lambda i, _: bar.update(1))
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    finally:
+        bar.close()
+    out = o.out or Path("results") / "sensitivity" / (
+        f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{o.method}_{o.kpi}_{o.region}_{o.product}")
+    if out.exists():
+        raise UserError(f"--out={str(out)!r} already exists: critmin never overwrites results")
+    title = (f"{o.method.capitalize()} sensitivity of {o.kpi} ({o.region}, {o.product})\n"
+             f"{len(ix.samples)} points x {o.replications} replications, world {cfg.world.name}")
+    write_outputs(out, ix, params, {
+        "method": o.method, "n": n, "points": len(ix.samples), "replications_per_point": o.replications,
+        "kpi": o.kpi, "region": o.region, "product": o.product, "seed": spec.seed,
+        "overrides": overrides, "world": str(cfg.world.name)}, title, ["png", o.format])
+    key = "mu_star" if o.method == "morris" else "ST"
+    top = ix.table.sort_values(key, ascending=False).head(5)
+    print(f"critmin: wrote {out} ({len(ix.samples)} points); largest {key}: "
+          + ", ".join(f"{r.parameter} {getattr(r, key):.3g}" for r in top.itertuples()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("CRITMIN_DEBUG") == "1"
@@ -336,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(words) >= 2 and words[1] == "run":
             os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
         cmd, rest = "run", args
-    commands = {"run": _run, "sweep": _sweep, "aggregate": _aggregate, "compare": _compare}
+    commands = {"run": _run, "sweep": _sweep, "aggregate": _aggregate, "compare": _compare,
+                "sensitivity": _sensitivity}
     if cmd not in commands:
         print(f"critmin: unknown command {cmd!r}; allowed: {', '.join(commands)} "
               "(see critmin --help)", file=sys.stderr)

@@ -73,6 +73,10 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
             name = str(getattr(e, "full_key", "") or "")
             key = next((o.lstrip("+~").partition("=")[0] for o in overrides
                         if f".{name}" in o.partition("=")[0]), name)
+            if key.startswith("uncertain."):
+                return (f"{key}: a new uncertain parameter cannot be created on the command line; "
+                        "add it in a configs/uncertainty/<name>.yaml option file "
+                        "(docs/uncertainty.md), then tune its fields with overrides")
             return (f"{key}: a new lever instance cannot be created on the command line; add it "
                     "in a scenario file or a configs/levers/<kind>/ option file (docs/levers.md), "
                     "then tune its fields with overrides")

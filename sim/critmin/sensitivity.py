@@ -1,0 +1,185 @@
+"""`critmin sensitivity`: global sensitivity of a KPI to the uncertain parameters (SALib).
+
+- Morris elementary effects (screening, many parameters): mu* with its bootstrap
+  confidence interval, and sigma (non-linearity and interactions).
+- Sobol indices (few parameters): first-order S1 and total ST, with confidence intervals.
+
+Sampling is in each parameter's probability space: SALib draws points in [0, 1]^P and
+each coordinate goes through that parameter's quantile function (config/uncertain.py),
+so every distribution (uniform, triangular, normal, lognormal, choice) is honoured.
+Each sample point is simulated with the same `replications` random streams (common
+random numbers), and its KPI is the mean over them: the indices measure the parameters,
+not the noise of one draw.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config.uncertain import UncertainParam
+
+METHODS = ("morris", "sobol")
+
+
+@dataclass
+class Indices:
+    method: str
+    table: pd.DataFrame      # one row per parameter: the indices and their confidence half-widths
+    samples: pd.DataFrame    # one row per evaluated point: parameter values and the output
+
+
+def problem(params: list[UncertainParam]) -> dict[str, Any]:
+    return {"num_vars": len(params), "names": [p.name for p in params],
+            "bounds": [[0.0, 1.0]] * len(params)}
+
+
+def design(params: list[UncertainParam], method: str, n: int, seed: int) -> np.ndarray:
+    """Points in probability space [rows, params]: Morris trajectories or Saltelli/Sobol."""
+    from SALib.sample import morris as morris_sample
+    from SALib.sample import sobol as sobol_sample
+
+    prob = problem(params)
+    if method == "morris":
+        return morris_sample.sample(prob, n, num_levels=4, seed=seed)
+    return sobol_sample.sample(prob, n, calc_second_order=False, seed=seed)
+
+
+def to_values(params: list[UncertainParam], u: np.ndarray) -> np.ndarray:
+    """Probability-space points to parameter values (Morris uses 0 and 1 itself: clipped
+    to the 0.1 % and 99.9 % quantiles so unbounded distributions stay finite)."""
+    u = np.clip(u, 0.001, 0.999)
+    return np.column_stack([p.quantile(u[:, j]) for j, p in enumerate(params)])
+
+
+def analyse(params: list[UncertainParam], method: str, u: np.ndarray, y: np.ndarray,
+            seed: int) -> pd.DataFrame:
+    from SALib.analyze import morris as morris_analyse
+    from SALib.analyze import sobol as sobol_analyse
+
+    prob = problem(params)
+    if method == "morris":
+        r = morris_analyse.analyze(prob, u, y, num_levels=4, conf_level=0.95, seed=seed)
+        return pd.DataFrame({"parameter": prob["names"], "mu_star": r["mu_star"],
+                             "mu_star_conf": r["mu_star_conf"], "mu": r["mu"], "sigma": r["sigma"]})
+    r = sobol_analyse.analyze(prob, y, calc_second_order=False, conf_level=0.95, seed=seed)
+    return pd.DataFrame({"parameter": prob["names"], "S1": r["S1"], "S1_conf": r["S1_conf"],
+                         "ST": r["ST"], "ST_conf": r["ST_conf"]})
+
+
+def run_sensitivity(params: list[UncertainParam], evaluate: Callable[[np.ndarray], float],
+                    method: str, n: int, seed: int,
+                    on_point: Callable[[int, int], None] | None = None) -> Indices:
+    """Sample, evaluate every point (`evaluate(values) -> output`), analyse."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
+    u = design(params, method, n, seed)
+    values = to_values(params, u)
+    y = np.empty(len(values))
+    for i, v in enumerate(values):
+        y[i] = evaluate(v)
+        if on_point is not None:
+            on_point(i + 1, len(values))
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{int((~np.isfinite(y)).sum())} of {len(y)} points gave no value for "
+                         "the KPI (e.g. no demand in that region and product)")
+    table = analyse(params, method, u, y, seed)
+    samples = pd.DataFrame(values, columns=[p.name for p in params])
+    samples["output"] = y
+    return Indices(method, table, samples)
+
+
+class NoValue(ValueError):
+    """The chosen KPI, region and product give no value; the message lists what exists."""
+
+
+def kpi_evaluator(cfg: Any, params: list[UncertainParam], kpi: str, region: str, product: str,
+                  replications: int) -> Callable[[np.ndarray], float]:
+    """evaluate(values): the model with those parameter values, mean KPI over `replications`
+    streams (the same streams for every point); lever KPIs are summed over instances."""
+    from .config.model import build_model
+    from .config.uncertain import with_values
+    from .core.engine import Simulation
+    from .core.kpis import compute_kpis
+
+    spec, _, _ = build_model(cfg)
+    reps = list(range(replications))
+
+    def evaluate(values: np.ndarray) -> float:
+        _, world, levers = build_model(with_values(cfg, params, values))
+        res = Simulation(world, spec.calendar, reps, spec.seed, levers=levers).run()
+        k = compute_kpis(world, res, spec.calendar.tick_days, levers)
+        sel = ((np.asarray(k.kpi) == kpi) & (np.asarray(k.region) == region)
+               & (np.asarray(k.product) == product))
+        if not sel.any():
+            where = sorted({(r, q) for r, q, x in zip(k.region, k.product, k.kpi, strict=True)
+                            if x == kpi})
+            raise NoValue(
+                f"--kpi={kpi!r} --region={region!r} --product={product!r} gives no value; "
+                + (f"{kpi} exists for: " + ", ".join(f"{r}/{q}" for r, q in where[:30]) if where
+                   else f"allowed KPIs: {', '.join(sorted(set(k.kpi)))}"))
+        per_rep = np.bincount(k.replication[sel], weights=k.value[sel], minlength=len(reps))
+        return float(np.mean(per_rep))
+
+    return evaluate
+
+
+def plot_indices(ix: Indices, title: str, path_stem: Path, formats: list[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = ix.table
+    if ix.method == "morris":
+        t = t.sort_values("mu_star")
+        cols = [("mu_star", "mu_star_conf", "mu* (mean |elementary effect|)")]
+    else:
+        t = t.sort_values("ST")
+        cols = [("S1", "S1_conf", "first order S1"), ("ST", "ST_conf", "total ST")]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(t) + 1.8), layout="constrained")
+    y = np.arange(len(t))
+    h = 0.8 / len(cols)
+    for i, (col, conf, label) in enumerate(cols):
+        ax.barh(y + (i - (len(cols) - 1) / 2) * h, t[col], height=h, xerr=t[conf], capsize=3,
+                label=label, color=plt.get_cmap("tab10").colors[i])
+    ax.set_yticks(y, t.parameter)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("index (bars: 95 % bootstrap confidence interval)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    out = []
+    for fmt in formats:
+        path = path_stem.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=130 if fmt == "png" else None)
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def write_outputs(folder: Path, ix: Indices, params: list[UncertainParam], meta: dict[str, Any],
+                  title: str, formats: list[str]) -> list[Path]:
+    """indices.csv, samples.csv, parameters.csv, manifest.json, indices.{png,svg|pdf}."""
+    from .results import write_atomic
+
+    folder.mkdir(parents=True, exist_ok=False)
+    write_atomic(folder / "indices.csv", ix.table.to_csv(index=False, float_format="%.6g"))
+    write_atomic(folder / "samples.csv", ix.samples.to_csv(index_label="point",
+                                                           float_format="%.10g"))
+    write_atomic(folder / "parameters.csv", pd.DataFrame(
+        [{"parameter": p.name, "key": p.key, "dist": p.dist, **{f"arg_{k}": v for k, v in
+          p.args.items()}, "source": p.source} for p in params]).to_csv(index=False))
+    plots = plot_indices(ix, title, folder / "indices", formats)
+    write_atomic(folder / "manifest.json", json.dumps(
+        {**meta, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+         "files": ["indices.csv", "samples.csv", "parameters.csv", *[p.name for p in plots]]},
+        indent=2, default=str))
+    return plots

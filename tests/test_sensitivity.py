@@ -1,0 +1,103 @@
+"""Sensitivity indices recover known structure: Ishigami, a linear model, a world with one lever."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from critmin.config.paths import config_dir, register_all
+from critmin.config.uncertain import UncertainParam, parse_uncertain
+from critmin.sensitivity import kpi_evaluator, run_sensitivity
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def uniform(name, low, high):
+    return UncertainParam(name, f"x.{name}", "uniform", {"low": low, "high": high}, "test")
+
+
+def test_sobol_recovers_the_ishigami_indices():
+    # Ishigami & Homma (1990), a=7, b=0.1: S1 = (0.314, 0.442, 0), ST = (0.558, 0.442, 0.244)
+    params = [uniform(f"x{i}", -np.pi, np.pi) for i in (1, 2, 3)]
+
+    def ishigami(x):
+        return np.sin(x[0]) + 7 * np.sin(x[1]) ** 2 + 0.1 * x[2] ** 4 * np.sin(x[0])
+
+    ix = run_sensitivity(params, ishigami, "sobol", 2048, seed=1)
+    t = ix.table.set_index("parameter")
+    np.testing.assert_allclose(t.S1, [0.314, 0.442, 0.0], atol=0.04)
+    np.testing.assert_allclose(t.ST, [0.558, 0.442, 0.244], atol=0.04)
+    assert len(ix.samples) == 2048 * 5
+
+
+def test_morris_ranks_a_linear_model_by_its_slopes_times_ranges():
+    params = [uniform("big", 0, 1), uniform("small", 0, 10), uniform("none", 0, 1)]
+    ix = run_sensitivity(params, lambda x: 10 * x[0] + 0.1 * x[1] + 0 * x[2], "morris", 20, seed=2)
+    t = ix.table.set_index("parameter")
+    # elementary effects on the probability scale: slope x range (the 0.1 % clip at the grid's
+    # ends shortens a few steps by 0.15 %)
+    assert t.mu_star["big"] == pytest.approx(10, rel=0.002)
+    assert t.mu_star["small"] == pytest.approx(1, rel=0.002)
+    assert t.mu_star["none"] == 0 and (t.sigma < 1e-9).all()
+
+
+def test_in_a_world_the_parameter_that_obviously_dominates_comes_first():
+    register_all()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["run.horizon_years=2"])
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["uncertain"] = {  # US magnet capacity decides US import reliance; outage length hardly does
+        "usa_magnets": {"key": "world.facilities.USA_magnets.capacity_tpy", "dist": "uniform",
+                        "low": 0.0, "high": 20000.0, "source": "test"},
+        "outage_days": {"key": "world.outages.mean_days", "dist": "uniform", "low": 40.0,
+                        "high": 44.0, "source": "test"},
+    }
+    cfg = OmegaConf.create(c)
+    params = parse_uncertain(cfg)
+    evaluate = kpi_evaluator(cfg, params, "import_reliance", "USA", "magnet", replications=1)
+    ix = run_sensitivity(params, evaluate, "morris", 3, seed=3)
+    t = ix.table.set_index("parameter")
+    assert t.mu_star["usa_magnets"] > 0.1  # 0 -> 20 kt/yr moves US import reliance by > 10 points
+    assert t.mu_star["usa_magnets"] > 20 * t.mu_star["outage_days"]
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "CRITMIN_HOME": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "critmin.cli", "sensitivity", *args,
+                           "--no-progress"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_the_command_writes_indices_samples_and_a_plot(tmp_path):
+    p = run_cli("run.horizon_years=1", "--n", "2", "--kpi", "price_peak_multiple",
+                "--region", "ex_china", "--product", "ndpr_oxide", "--out", "sa", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    ix = pd.read_csv(tmp_path / "sa" / "indices.csv")
+    samples = pd.read_csv(tmp_path / "sa" / "samples.csv")
+    n_params = len(ix)
+    assert n_params >= 8 and len(samples) == 2 * (n_params + 1)
+    assert {"mu_star", "mu_star_conf", "sigma"} <= set(ix.columns)
+    assert (tmp_path / "sa" / "indices.png").exists() and (tmp_path / "sa" / "indices.svg").exists()
+    # the same command into the same folder is refused
+    p = run_cli("run.horizon_years=1", "--n", "2", "--out", "sa", cwd=tmp_path)
+    assert p.returncode == 2 and "never overwrites" in p.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--kpi", "nope"], ["--kpi='nope'", "allowed KPIs", "shortfall_share"]),
+    (["--method", "sobol", "--n", "100"], ["--n=100", "power of 2"]),
+    (["uncertainty=none"], ["0 uncertain parameter", "uncertainty=baseline"]),
+])
+def test_bad_sensitivity_input_fails_in_one_line(tmp_path, args, words):
+    p = run_cli("run.horizon_years=1", "--n", "2", *args, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    line = p.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    for w in words:
+        assert w in line, (w, line)
