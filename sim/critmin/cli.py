@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ commands:
   aggregate  rebuild a sweep's summary table (summary.parquet, summary.csv)
   compare    comparison plots, tables and report.html of one or more sweeps
   sensitivity  global sensitivity of a KPI to the uncertain parameters (SALib)
+  discover   scenario discovery (PRIM): where a policy fails a goal
 
 options for every command:
   --debug  show a Python traceback on errors
@@ -403,6 +405,63 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
     return 0
 
 
+def _discover(args: list[str], debug: bool) -> int:
+    from .discover import DiscoverError, cases, find_box, parse_goal, write_outputs
+
+    p = argparse.ArgumentParser(
+        prog="critmin discover", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Scenario discovery (PRIM, EMA Workbench): the ranges of the uncertain "
+                    "parameters (and values of the swept axes) under which a policy fails a goal. "
+                    "The sweep's jobs must have run with uncertain parameters.",
+        epilog="""examples:
+  critmin sweep package=none,full levers/export_control=ban_12m uncertainty=baseline \\
+      run.replications=100 --dir results/sweeps/discover
+  critmin discover results/sweeps/discover --fails 'shortfall_share>0.05' --where package=full""")
+    p.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR")
+    p.add_argument("--fails", required=True, help="the failure: KPI>VALUE (or >=, <, <=), e.g. "
+                                                  "'shortfall_share>0.05'")
+    p.add_argument("--region", default="USA", help="region (or market) of the KPI (default USA)")
+    p.add_argument("--product", default="magnet", help="product of the KPI (default magnet)")
+    p.add_argument("--where", action="append", default=[], metavar="AXIS=VALUE",
+                   help="only jobs with this value of a swept axis, e.g. package=full (repeatable)")
+    p.add_argument("--min-coverage", type=float, default=0.5,
+                   help="the reported box is the densest with at least this coverage (default 0.5)")
+    p.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/discover/<goal>)")
+    p.add_argument("--format", choices=["svg", "pdf"], default="svg")
+    o = p.parse_intermixed_args(args)
+    if not 0 < o.min_coverage <= 1:
+        raise UserError(f"--min-coverage={o.min_coverage} is not allowed: must be in (0, 1]")
+    where = {}
+    for w in o.where:
+        if "=" not in w:
+            raise UserError(f"--where {w!r} is not AXIS=VALUE (e.g. --where package=full)")
+        k, v = w.split("=", 1)
+        where[k] = v
+    try:
+        kpi, op, threshold = parse_goal(o.fails)
+        from .discover import OPS
+
+        x, value, params = cases(o.sweep_dirs, kpi, o.region, o.product, where)
+        y = OPS[op](value.to_numpy(dtype=float), threshold)
+        d = find_box(x, y, o.min_coverage)
+    except DiscoverError as e:
+        raise UserError(str(e)) from e
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{kpi}{op}{threshold:g}_{o.region}_{o.product}"
+                  + "".join(f"_{k}={v}" for k, v in where.items()))
+    out = o.out or o.sweep_dirs[0] / "discover" / slug
+    write_outputs(out, d, {"fails": o.fails, "region": o.region, "product": o.product,
+                           "where": where, "sweeps": [str(s) for s in o.sweep_dirs],
+                           "min_coverage": o.min_coverage}, ["png", o.format])
+    box = d.limits[d.limits.restricted]
+    print(f"critmin: wrote {out}: {d.failures} of {d.cases} cases fail ({o.fails}, {o.region} "
+          f"{o.product}); box with coverage {d.coverage:.0%}, density {d.density:.0%}:")
+    for r in box.itertuples():
+        print(f"  {r.dimension}: " + (r.values if r.values else f"{r.low:.4g} .. {r.high:.4g}"))
+    if box.empty:
+        print("  (no restriction: failures are spread over the whole input space)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("CRITMIN_DEBUG") == "1"
@@ -419,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
         cmd, rest = "run", args
     commands = {"run": _run, "sweep": _sweep, "aggregate": _aggregate, "compare": _compare,
-                "sensitivity": _sensitivity}
+                "sensitivity": _sensitivity, "discover": _discover}
     if cmd not in commands:
         print(f"critmin: unknown command {cmd!r}; allowed: {', '.join(commands)} "
               "(see critmin --help)", file=sys.stderr)
