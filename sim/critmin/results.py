@@ -204,10 +204,12 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
     sec_region = (np.asarray(world.sector_region)[s], world.regions)
     sec_product = (np.asarray(world.sector_product)[s], world.products)
     sec_kind = (s, world.sector_kind)
-    for field, name in (("sector_demand", "demand"), ("sector_unmet", "unmet_demand")):
+    for field, name, unit in (("sector_demand", "demand", "t/month"),
+                              ("sector_unmet", "unmet_demand", "t/month"),
+                              ("sector_substitution", "substitution_share", "share")):
         yield _frame(reps_, months[mis], getattr(res, field),
                      {"region": sec_region, "product": sec_product, "sector": sec_kind},
-                     name, "t/month")
+                     name, unit)
     repf, mif, f = grid(len(world.facilities))
     fac_region = (np.asarray(world.fac_region)[f], world.regions)
     fac_name = (f, world.facilities)

@@ -83,6 +83,7 @@ class BatchResult:
     price: np.ndarray  # [R, MT, M, K] USD/kg, monthly mean
     sector_demand: np.ndarray  # [R, MT, S] t
     sector_unmet: np.ndarray  # [R, MT, S] t
+    sector_substitution: np.ndarray  # [R, MT, S] share of the sector's demand substituted away, month end
     capacity: np.ndarray  # [R, MT, F] t/yr at month end
     n_events: int  # SimPy events processed
     tariff_revenue: np.ndarray | None = None  # [R, MT, dest, origin, K] USD
@@ -348,6 +349,7 @@ class Simulation:
         self.rec["price"] = z(M, K)
         self.rec["sector_demand"] = z(S)
         self.rec["sector_unmet"] = z(S)
+        self.rec["sector_substitution"] = z(S)
         self.rec["capacity"] = z(F)
         if self.terms is not None:
             self.rec["tariff_revenue"] = z(N, N, K)
@@ -708,6 +710,7 @@ class Simulation:
         rec["price"][:, mi] += np.exp(self.log_price)
         rec["sector_demand"][:, mi] += demand
         rec["sector_unmet"][:, mi] += demand - served
+        rec["sector_substitution"][:, mi] = self.substitution
         rec["capacity"][:, mi] = self.capacity * self.cal.ticks_per_year
         if "licences_pending" in rec:
             rec["licences_pending"][:, mi] = controls.held_at_origin()
