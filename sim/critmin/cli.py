@@ -33,6 +33,7 @@ commands:
   compare    comparison plots, tables and report.html of one or more sweeps
   sensitivity  global sensitivity of a KPI to the uncertain parameters (SALib)
   discover   scenario discovery (PRIM): where a policy fails a goal
+  backtest   the model against the 2010-2011 rare-earth crisis (and --calibrate)
 
 options for every command:
   --debug  show a Python traceback on errors
@@ -462,6 +463,89 @@ def _discover(args: list[str], debug: bool) -> int:
     return 0
 
 
+def _backtest(args: list[str], debug: bool) -> int:
+    import datetime as dt
+
+    from .backtest import (
+        BacktestError,
+        calibrate,
+        compare_to_history,
+        load_case,
+        metrics,
+        overlay_plot,
+        simulate_case,
+        write_outputs,
+    )
+    from .config.paths import config_dir
+
+    p = argparse.ArgumentParser(
+        prog="critmin backtest", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a historical case (default: the 2010-2011 rare-earth crisis, "
+                    "configs/backtest/rare_earths_2010.yaml) with replications and compare the "
+                    "model with history: a table (backtest.csv/.md) and an overlay plot, in a new "
+                    "folder under results/backtest/. --calibrate fits the case's calibration "
+                    "parameters to history first (differential evolution, scipy).",
+        epilog="""examples:
+  critmin backtest
+  critmin backtest run.replications=50 world.market_rule.cover_sensitivity=0.8
+  critmin backtest --calibrate --maxiter 8""")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides on top of the case's own (world, scenario, dates)")
+    p.add_argument("--case", default="rare_earths_2010", help="configs/backtest/<case>.yaml")
+    p.add_argument("--calibrate", action="store_true", help="fit the calibration parameters first")
+    p.add_argument("--maxiter", type=int, default=6, help="generations of the fit (default 6)")
+    p.add_argument("--out", type=Path, help="output folder (must be new)")
+    p.add_argument("--format", choices=["svg", "pdf"], default="svg")
+    o = p.parse_intermixed_args(args)
+    try:
+        case = load_case(config_dir() / "backtest" / f"{o.case}.yaml")
+    except BacktestError as e:
+        raise UserError(str(e)) from e
+    with Composer() as composer:
+        cfg = composer([*case.overrides, *o.overrides])
+    out = o.out or Path("results") / "backtest" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{case.name}"
+    if out.exists():
+        raise UserError(f"--out={str(out)!r} already exists: critmin never overwrites results")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items()
+                            if k != "hydra"})
+    fitted: dict[str, float] = {}
+    meta: dict[str, Any] = {"case": case.name, "overrides": [*case.overrides, *o.overrides]}
+    if o.calibrate:
+        if o.maxiter < 1:
+            raise UserError(f"--maxiter={o.maxiter} is not allowed: must be >= 1")
+        from tqdm import tqdm
+
+        bar = tqdm(desc="calibrating", unit="run", file=sys.stderr)
+        fitted, loss, log = calibrate(cfg, case, o.maxiter, int(cfg.run.seed),
+                                      on_eval=lambda n, loss: (bar.update(1),
+                                                               bar.set_postfix(loss=f"{loss:.3g}")))
+        bar.close()
+        for k, v in fitted.items():
+            OmegaConf.update(cfg, k, v)
+        meta.update({"calibrated": fitted, "calibration_loss": loss, "evaluations": len(log)})
+        out.mkdir(parents=True)
+        log.to_csv(out / "calibration_log.csv", index=False, float_format="%.6g")
+    world, results = simulate_case(cfg)
+    m = metrics(world, results, case.basket)
+    table = compare_to_history(m, case)
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, m, table, meta)
+    title = (f"Back-test {case.name}: model (median, 5-95 % band, {len(m)} replications) vs history"
+             + (" (calibrated)" if fitted else ""))
+    overlay_plot(world, results, case, out / "overlay", ["png", o.format], title)
+    print(f"critmin: wrote {out}")
+    for r in table.itertuples():
+        band = "" if r.band_low is None or r.band_low != r.band_low else \
+            f" band {r.band_low:g}-{r.band_high:g}: {'ok' if r.median_in_band else 'OUTSIDE'}"
+        print(f"  {r.metric}: model {r.model_median:.6g} [{r.model_p05:.6g}, {r.model_p95:.6g}], "
+              f"history {r.history}{band}")
+    if fitted:
+        print("  calibrated: " + ", ".join(f"{k}={v:.4g}" for k, v in fitted.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("CRITMIN_DEBUG") == "1"
@@ -478,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
         cmd, rest = "run", args
     commands = {"run": _run, "sweep": _sweep, "aggregate": _aggregate, "compare": _compare,
-                "sensitivity": _sensitivity, "discover": _discover}
+                "sensitivity": _sensitivity, "discover": _discover, "backtest": _backtest}
     if cmd not in commands:
         print(f"critmin: unknown command {cmd!r}; allowed: {', '.join(commands)} "
               "(see critmin --help)", file=sys.stderr)
