@@ -200,7 +200,7 @@ def fit_loss(m: pd.DataFrame, case: Case) -> float:
 
 
 def calibrate(cfg: Any, case: Case, maxiter: int, seed: int,
-              on_eval: Any = None) -> tuple[dict[str, float], float, pd.DataFrame]:
+              on_trial: Any = None) -> tuple[dict[str, float], float, pd.DataFrame]:
     """Differential evolution (scipy) over the case's calibration parameters."""
     from scipy.optimize import differential_evolution
 
@@ -217,8 +217,8 @@ def calibrate(cfg: Any, case: Case, maxiter: int, seed: int,
         world, results = simulate_case(c, reps)
         loss = fit_loss(metrics(world, results, case.basket), case)
         log.append({**dict(zip(keys, map(float, x), strict=True)), "loss": loss})
-        if on_eval is not None:
-            on_eval(len(log), loss)
+        if on_trial is not None:
+            on_trial(len(log), loss)
         return loss
 
     res = differential_evolution(objective, bounds, maxiter=maxiter, popsize=5, seed=seed,

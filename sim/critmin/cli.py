@@ -519,7 +519,7 @@ def _backtest(args: list[str], debug: bool) -> int:
 
         bar = tqdm(desc="calibrating", unit="run", file=sys.stderr)
         fitted, loss, log = calibrate(cfg, case, o.maxiter, int(cfg.run.seed),
-                                      on_eval=lambda n, loss: (bar.update(1),
+                                      on_trial=lambda n, loss: (bar.update(1),
                                                                bar.set_postfix(loss=f"{loss:.3g}")))
         bar.close()
         for k, v in fitted.items():
