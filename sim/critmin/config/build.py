@@ -177,9 +177,17 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
                    "must be a yearly share in [0, 1)")
             decline[products.index(p)] = d
         _non_negative(rc.expansion_lead_years, f"{key}.expansion_lead_years", "years")
+        host_growth = rc.get("host_growth_per_year", None)
+        if host_growth is not None:
+            host_growth = _number(host_growth, f"{key}.host_growth_per_year")
+            _check(host_growth > -1.0, f"{key}.host_growth_per_year", host_growth,
+                   "must be > -1 (a yearly growth rate)")
+            _check(bool(rc.get("byproduct_of", "")), f"{key}.host_growth_per_year", host_growth,
+                   "applies only to a by-product recipe: set byproduct_of (the host metal) too")
         recipes[rname] = dict(stage=rc.stage, inputs=inputs, outputs=outputs,
                               unrecovered=float(rc.unrecovered), decline=decline,
-                              lead=float(rc.expansion_lead_years))
+                              lead=float(rc.expansion_lead_years),
+                              byproduct=bool(rc.get("byproduct_of", "")), host_growth=host_growth)
 
     # outages
     oc = wc.outages
@@ -191,7 +199,7 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
     facs = [name for name, _ in wc.facilities.items()]
     F = len(facs)
     fac = {k: [] for k in ("region", "stage", "cap", "util", "inp", "dec", "out", "unrec",
-                           "main", "lead", "orate", "oshare")}
+                           "main", "lead", "orate", "oshare", "byproduct", "growth")}
     for name, fc in wc.facilities.items():
         key = f"world.facilities.{name}"
         _one_of(fc.region, regions, f"{key}.region")
@@ -221,6 +229,9 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         fac["lead"].append(rec["lead"])
         fac["orate"].append(rate)
         fac["oshare"].append(share)
+        fac["byproduct"].append(rec["byproduct"])
+        fac["growth"].append(wc.supply_response.capacity_growth_per_year if rec["host_growth"] is None
+                             else rec["host_growth"])
     fac_inputs = np.array(fac["inp"]).reshape(F, K)
     fac_outputs = np.array(fac["out"]).reshape(F, K)
     fac_region = np.array(fac["region"], dtype=np.int64)
@@ -363,6 +374,8 @@ def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks
         fac_outputs=fac_outputs, fac_unrecovered=np.array(fac["unrec"], dtype=float),
         fac_main_output=np.array(fac["main"], dtype=np.int64),
         fac_expansion_lead_years=np.array(fac["lead"], dtype=float),
+        fac_byproduct=np.array(fac["byproduct"], dtype=bool),
+        fac_capacity_growth_per_year=np.array(fac["growth"], dtype=float),
         fac_outage_rate_per_year=np.array(fac["orate"], dtype=float),
         fac_outage_mean_days=np.full(F, float(oc.mean_days)),
         fac_outage_share=np.array(fac["oshare"], dtype=float),

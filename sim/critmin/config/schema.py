@@ -55,6 +55,12 @@ class RecipeConfig:
     mass_balanced: bool = True  # require sum(inputs) == sum(outputs) + unrecovered
     input_decline_per_year: dict[str, float] = field(default_factory=dict)  # thrifting
     expansion_lead_years: float = 3.0  # lead time of a price-driven expansion
+    # By-product recovery (gallium from alumina, germanium from zinc): output follows the host metal,
+    # not its own price. Its plants do not respond to their price (no utilisation response, no
+    # price-driven expansion) and their capacity grows with the host; dedicated recovery capacity
+    # comes only as a capacity_additions lever, after its lead time. "" = a main product.
+    byproduct_of: str = ""
+    host_growth_per_year: Any = None  # the host's output growth; None: the world's capacity growth
 
 
 @dataclass

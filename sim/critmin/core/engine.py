@@ -188,7 +188,9 @@ class Simulation:
             rules.smoothing_weight(dt_days, mr.long_run_anchor_days)
             if mr.long_run_anchor_days > 0 else 0.0
         )
-        self.cap_growth_tick = (1.0 + sr.capacity_growth_per_year) ** (1.0 / tpy)
+        self.cap_growth_tick = (1.0 + w.fac_capacity_growth_per_year) ** (1.0 / tpy)  # (F,)
+        # by-product plants do not respond to their own price (output follows the host metal)
+        self.util_elasticity = np.where(w.fac_byproduct, 0.0, sr.utilisation_price_elasticity)
         t = np.arange(cal.n_ticks)
         self.demand_growth = (1.0 + w.demand_growth_per_year) ** (t / tpy)
         self.sec_demand_tick = w.sector_demand_tpy / tpy
@@ -488,7 +490,7 @@ class Simulation:
                            - self.lnp0_flat[self.fac_price_idx])
             if self.floors is not None:
                 ratio = self.floors.expected_price_ratio(ratio)
-            go = (ratio >= sr.invest_price_multiple) & ~self.pending
+            go = (ratio >= sr.invest_price_multiple) & ~self.pending & ~self.w.fac_byproduct
             for r, f in zip(*np.nonzero(go), strict=True):
                 self.pending[r, f] = True
                 self.env.process(self.commission(int(r), int(f)))
@@ -556,7 +558,7 @@ class Simulation:
             revenue = revenue + floors.revenue_bonus(prices)
         util = rules.utilisation(
             revenue / (prices @ self.COST + self.value_added0),
-            w.fac_utilisation, sr.utilisation_price_elasticity,
+            w.fac_utilisation, self.util_elasticity,
             sr.utilisation_min, sr.utilisation_max,
         )
         out_flat = self.out_stock.reshape(R, NK)

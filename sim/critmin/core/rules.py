@@ -17,7 +17,7 @@ def smoothing_weight(tick_days: float, time_constant_days: float) -> float:
 def utilisation(
     revenue_cost_ratio: np.ndarray,
     base_utilisation: np.ndarray,
-    elasticity: float,
+    elasticity: float | np.ndarray,
     lowest: float,
     highest: float,
 ) -> np.ndarray:

@@ -81,6 +81,8 @@ class World:
     fac_unrecovered: np.ndarray  # (F,) t leaving the chain per t activity
     fac_main_output: np.ndarray  # (F,) product whose price drives the plant
     fac_expansion_lead_years: np.ndarray  # (F,)
+    fac_byproduct: np.ndarray  # (F,) bool: output follows a host metal, not its own price
+    fac_capacity_growth_per_year: np.ndarray  # (F,) the world's, or the host's for by-products
     fac_outage_rate_per_year: np.ndarray  # (F,)
     fac_outage_mean_days: np.ndarray  # (F,)
     fac_outage_share: np.ndarray  # (F,)
