@@ -66,7 +66,7 @@ def test_drawn_values_reach_the_world_and_leave_the_config_untouched():
 
 @pytest.mark.parametrize("override, words", [
     ("uncertain.ev_price_elasticity.dist=poisson", ["dist", "poisson", "uniform"]),
-    ("uncertain.ev_price_elasticity.key=world.nope", ["key", "world.nope", "must name a number"]),
+    ("uncertain.outage_rate.key=world.nope", ["key", "world.nope", "must name a number"]),
     ("uncertain.ev_price_elasticity.high=0.01", ["high", "> low"]),
 ])
 def test_bad_uncertain_declarations_are_refused_in_one_line(override, words):

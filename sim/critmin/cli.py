@@ -16,6 +16,7 @@ Python traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -296,7 +297,8 @@ def _compare(args: list[str], debug: bool) -> int:
                                             "sweep, results/compare/<date-time> for several)")
     p.add_argument("--region", default=d.region, help=f"region for shortfalls and China's share "
                                                       f"(default {d.region})")
-    p.add_argument("--product", default=d.product, help=f"product (default {d.product})")
+    p.add_argument("--product", help="product (default: the world's main end-use product, "
+                                     "e.g. magnet for rare earths)")
     p.add_argument("--market", default=d.market, help=f"price market (default {d.market})")
     p.add_argument("--kpi", default=d.kpi, help=f"KPI of the heatmap (default {d.kpi})")
     p.add_argument("--reference", help="baseline as axis=value on the first axis (default: its "
@@ -353,7 +355,7 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
                                          "a power of 2 (default 64); points = n(P+1) or n(P+2)")
     p.add_argument("--kpi", default="shortfall_share", help="KPI (default shortfall_share)")
     p.add_argument("--region", default="USA", help="region, or market for prices (default USA)")
-    p.add_argument("--product", default="magnet", help="product (default magnet)")
+    p.add_argument("--product", help="product (default: the world's main end-use product)")
     p.add_argument("--replications", type=int, default=2,
                    help="random streams per point, the same for every point (default 2)")
     p.add_argument("--out", type=Path, help="output folder (must be new)")
@@ -377,6 +379,12 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
                         "needs 2 or more (uncertainty=baseline, or uncertain.NAME.key=... ; "
                         "docs/uncertainty.md)")
     spec, _, _ = build_model(cfg)
+    if o.product is None:
+        from omegaconf import OmegaConf
+
+        from .compare import main_product
+
+        o.product = main_product(OmegaConf.to_container(cfg.world, resolve=True))
     evaluate = kpi_evaluator(cfg, params, o.kpi, o.region, o.product, o.replications)
 
     points = n * (len(params) + (1 if o.method == "morris" else 2))
@@ -422,7 +430,8 @@ def _discover(args: list[str], debug: bool) -> int:
     p.add_argument("--fails", required=True, help="the failure: KPI>VALUE (or >=, <, <=), e.g. "
                                                   "'shortfall_share>0.05'")
     p.add_argument("--region", default="USA", help="region (or market) of the KPI (default USA)")
-    p.add_argument("--product", default="magnet", help="product of the KPI (default magnet)")
+    p.add_argument("--product", help="product of the KPI (default: the world's main end-use "
+                                     "product)")
     p.add_argument("--where", action="append", default=[], metavar="AXIS=VALUE",
                    help="only jobs with this value of a swept axis, e.g. package=full (repeatable)")
     p.add_argument("--min-coverage", type=float, default=0.5,
@@ -441,6 +450,15 @@ def _discover(args: list[str], debug: bool) -> int:
     try:
         kpi, op, threshold = parse_goal(o.fails)
         from .discover import OPS
+
+        if o.product is None:
+            from .aggregate import completed_jobs
+            from .compare import main_product
+
+            jobs = completed_jobs(o.sweep_dirs[0])
+            world = json.loads((jobs[0] / "manifest.json").read_text())["config"]["world"] \
+                if jobs else {}
+            o.product = main_product(world) or "magnet"
 
         x, value, params = cases(o.sweep_dirs, kpi, o.region, o.product, where)
         y = OPS[op](value.to_numpy(dtype=float), threshold)

@@ -24,6 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -59,13 +60,14 @@ class CompareError(Exception):
 @dataclass
 class Options:
     region: str = "USA"
-    product: str = "magnet"
+    product: str | None = None             # None: the world's main end-use product
     kpi: str = "shortfall_share"
     reference: str | None = None          # "axis=value"
     heatmap_axes: list[str] | None = None
     market: str = "ex_china"
     target_share: float = 0.25
     target_year: int = 2030
+    world: str = ""                        # the mineral's world, for titles (set from the runs)
     formats: list[str] = field(default_factory=lambda: ["png", "svg"])
 
 
@@ -264,7 +266,7 @@ def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}\nmedian and 5-95 % band over replications", fontsize=11)
+    fig.suptitle(f"{opts.world}: {title}\nmedian and 5-95 % band over replications", fontsize=11)
     _legend(fig, study)
     return _save(fig, out, stem, opts.formats)
 
@@ -345,7 +347,8 @@ def plot_heatmap(study: Study, opts: Options, out: Path) -> list[str]:
     if ya:
         ax.set_ylabel(ya)
     fig.colorbar(im, ax=ax, label=f"median {opts.kpi}")
-    ax.set_title(f"{opts.kpi}, {region} {opts.product}: median [5-95 %] over replications",
+    ax.set_title(f"{opts.world}: {opts.kpi}, {region} {opts.product}: median [5-95 %] over "
+                 "replications",
                  fontsize=10)
     return _save(fig, out, f"heatmap_{opts.kpi}", opts.formats)
 
@@ -404,7 +407,8 @@ def plot_cost_effectiveness(study: Study, ce: pd.DataFrame, opts: Options, out: 
     ax.set_xlabel("extra fiscal cost vs baseline, US$ million (all levers, all payers, undiscounted)")
     ax.set_ylabel(f"unmet {opts.product} demand averted in {opts.region}, t")
     axis, ref = study.reference
-    ax.set_title(f"Cost-effectiveness vs baseline {axis}={ref} (same other axes, same draws)\n"
+    ax.set_title(f"{opts.world}: cost-effectiveness vs baseline {axis}={ref} (same other axes, "
+                 "same draws)\n"
                  "median and 5-95 % interval of paired differences over replications", fontsize=10)
     ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v)
@@ -486,7 +490,7 @@ def write_report(study: Study, opts: Options, out: Path, figures: list[tuple[str
     figs = "".join(f"<figure>{_img(out / f'{stem}.png')}<figcaption>{html.escape(cap)}"
                    f"</figcaption></figure>" for stem, cap in figures)
     doc = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>critmin comparison</title>
+<html lang="en"><head><meta charset="utf-8"><title>critmin comparison: {html.escape(opts.world)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; color: #222; }}
 img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} figcaption {{ font-size: .9em; color: #555; }}
@@ -495,7 +499,7 @@ td, th {{ border: 1px solid #ccc; padding: 3px 5px; }}
 .scroll {{ overflow-x: auto; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }}
 </style></head><body>
-<h1>critmin comparison</h1>
+<h1>critmin comparison: {html.escape(opts.world)}</h1>
 <p>Written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by <code>critmin compare</code> from
 {', '.join(f'<code>{html.escape(str(d))}</code>' for d in study.sweeps)}: {len(study.jobs)} jobs,
 {int(study.summary.replication.nunique())} replications each, seed {manifest.get('seed')},
@@ -522,6 +526,18 @@ paired by replication (all jobs share their random draws).</p>
     (out / "report.html").write_text(doc)
 
 
+def main_product(world: dict[str, Any]) -> str:
+    """The end-use product with the most demand at start (magnets for rare earths)."""
+    sectors = world.get("demand", {}).get("sectors", {})
+    totals: dict[str, float] = {}
+    for by_sector in world.get("demand", {}).get("tonnes_per_year", {}).values():
+        for sector, t in by_sector.items():
+            product = sectors.get(sector, {}).get("product")
+            if product:
+                totals[product] = totals.get(product, 0.0) + float(t)
+    return max(totals, key=totals.get) if totals else ""
+
+
 def _allowed(dirs: list[Path]) -> dict[str, list[str]]:
     """Regions, products, markets and KPIs that the first completed job reports."""
     for d in dirs:
@@ -530,7 +546,10 @@ def _allowed(dirs: list[Path]) -> dict[str, list[str]]:
         if jobs:
             k = pd.read_csv(jobs[0] / "kpis.csv", keep_default_na=False)
             short = k[k.kpi == "shortfall_share"]
+            m = json.loads((jobs[0] / MANIFEST).read_text())
             return {"region": sorted(set(short.region)), "product": sorted(set(short["product"])),
+                    "main_product": main_product(m.get("config", {}).get("world", {})),
+                    "world": m.get("world", ""),
                     "market": sorted(set(k[k.kpi == "price_peak_multiple"].region)),
                     "kpi": sorted(set(k.kpi))}
     raise CompareError(f"{dirs[0]} is not a sweep folder with completed jobs (no {JOBS}/*/"
@@ -542,6 +561,9 @@ def compare(dirs: list[Path], out: Path | None = None, opts: Options | None = No
     opts = opts or Options()
     dirs = [Path(d) for d in dirs]
     allowed = _allowed(dirs)
+    if opts.product is None:
+        opts.product = allowed["main_product"]
+    opts.world = allowed["world"]
     for what, value, choices in (("--region", opts.region, allowed["region"]),
                                  ("--product", opts.product, allowed["product"]),
                                  ("--market", opts.market, allowed["market"]),
