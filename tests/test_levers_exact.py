@@ -120,6 +120,20 @@ def test_a_suspended_control_comes_back_when_reimposed():
     assert flows[months.index("2025-05-01"):].sum() == 0.0
 
 
+@pytest.mark.parametrize("lift, back", [(0.0, True), (1.0, False)])
+def test_a_truce_that_is_not_extended_brings_the_control_back_at_its_end(lift, back):
+    truce = {"export_controls": {"ban": {
+        "exporter": "A", "form": "ban", "destinations": ["B"], "start_date": DAY0,
+        "suspend_date": "2025-03-01", "end_date": "2025-05-01", "lift_probability": lift}}}
+    _, _, res = simulate_levers(only_a_supplies_b(), truce, ticks=40)
+    months = [m.isoformat() for m in res.months]
+    flows = res.shipments[0, :, B, A, 0]
+    assert flows[: months.index("2025-03-01")].sum() == 0.0
+    assert flows[months.index("2025-03-01")] > 0.0  # suspended
+    after = flows[months.index("2025-05-01"):].sum()
+    assert (after == 0.0) if back else (after > 0.0)
+
+
 def test_front_loading_raises_imports_between_announcement_and_start():
     control = {"exporter": "A", "form": "ban", "destinations": ["B"], "start_date": "2025-04-01",
                "announce_date": "2025-02-01"}

@@ -127,7 +127,9 @@ class ExportControls:
                 yield ev
             rngs = [stream(sim.seed, int(rep), f"control/{c.name}/lift") for rep in sim.reps]
             lifted = np.array([rng.random() < c.lift_probability for rng in rngs])
-            self.on[lifted, i] = False
+            # it ends where lifted; elsewhere it is in force, also after a suspension that ran
+            # to end_date (a truce that is not extended: the control returns)
+            self.on[:, i] = ~lifted
             self._refresh()
 
     def run_approval_changes(self, i: int):
