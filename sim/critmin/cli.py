@@ -519,6 +519,12 @@ def _backtest(args: list[str], debug: bool) -> int:
         case = load_case(config_dir() / "backtest" / f"{o.case}.yaml")
     except BacktestError as e:
         raise UserError(str(e)) from e
+    worlds = [a for a in o.overrides if a.split("=", 1)[0] == "world"]
+    if worlds:
+        cases = sorted(p.stem for p in (config_dir() / "backtest").glob("*.yaml"))
+        raise UserError(f"{worlds[0]!r}: a back-test replays one historical case with its own "
+                        f"world; the cases are {', '.join(cases)} (--case NAME, "
+                        "configs/backtest/); no case exists yet for other minerals")
     with Composer() as composer:
         cfg = composer([*case.overrides, *o.overrides])
     out = o.out or Path("results") / "backtest" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{case.name}"
