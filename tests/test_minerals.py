@@ -11,7 +11,7 @@ from critmin.config.paths import config_dir, register_all
 from critmin.core.engine import Simulation
 from critmin.core.kpis import compute_kpis
 
-MINERALS = ["rare_earths", "gallium", "graphite"]  # germanium: added when its world lands
+MINERALS = ["rare_earths", "gallium", "germanium", "graphite"]
 
 
 def model(world, *overrides, container=False):
