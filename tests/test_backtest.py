@@ -78,3 +78,12 @@ def test_the_command_writes_the_table_and_the_overlay(tmp_path):
     for f in ("metrics.csv", "backtest.md", "overlay.png", "overlay.svg", "manifest.json"):
         assert (tmp_path / "bt" / f).exists(), f
     assert "basket_peak_multiple" in p.stdout
+
+
+def test_a_backtest_of_another_world_is_refused_with_the_cases(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "critmin.cli", "backtest", "world=gallium"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "CRITMIN_HOME": str(ROOT)})
+    assert p.returncode == 2
+    assert "world=gallium" in p.stderr and "rare_earths_2010" in p.stderr
+    assert not (tmp_path / "results").exists()
