@@ -222,9 +222,16 @@ def _facet_grid(study: Study, height: float = 3.6) -> tuple[plt.Figure, list[plt
     return fig, list(axes.flat[:n])
 
 
+STYLES = ["-", "--", "-.", ":"]  # with the colour, so lines that coincide stay visible
+
+
+def _style(study: Study, value: str) -> str:
+    return STYLES[list(study.colors).index(value) % len(STYLES)]
+
+
 def _legend(fig: plt.Figure, study: Study) -> None:
-    handles = [plt.Line2D([], [], color=c, lw=2.5, label=v) for v, c in study.colors.items()
-               if v in set(study.jobs[study.compared])]
+    handles = [plt.Line2D([], [], color=c, lw=2.0, ls=_style(study, v), label=v)
+               for v, c in study.colors.items() if v in set(study.jobs[study.compared])]
     fig.legend(handles=handles, title=study.compared, loc="outside right upper", frameon=False)
 
 
@@ -253,7 +260,7 @@ def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title
                 continue
             c = study.colors[value]
             ax.fill_between(line.date, line.lo, line.hi, color=c, alpha=0.15, lw=0)
-            ax.plot(line.date, line["median"], color=c, lw=1.8)
+            ax.plot(line.date, line["median"], color=c, lw=1.8, ls=_style(study, value))
         if target:
             ax.axhline(opts.target_share, color="black", ls="--", lw=1)
             ax.axvline(pd.Timestamp(f"{opts.target_year}-12-31"), color="black", ls=":", lw=1)
