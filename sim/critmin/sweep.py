@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,6 @@ class Plan:
     fixed: list[str]                    # overrides every job shares
     sweep_name: str
     launcher: str
-    hydra_overrides: list[str] = field(default_factory=list)
 
 
 def job_status(folder: Path, digest: str | None = None) -> str:
@@ -300,7 +299,7 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
                     "job folder")
         jobs.append(Job(name, tuple(overrides), reps, digest))
     return Plan(where, jobs, axes, fixed, override_value(sweep_args[0]) if sweep_args else "",
-                launcher.rsplit(".", 1)[-1], hydra_args)
+                launcher.rsplit(".", 1)[-1])
 
 
 def write_job_table(plan: Plan, launched: dict[str, str]) -> list[dict[str, Any]]:
