@@ -151,6 +151,41 @@ def sweep_overhead(axis: str, values: list[str], reps: int, years: int) -> dict[
             "in_job_overhead_share": (sum(in_job) - sim) / sim}
 
 
+def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
+    """Peak memory (tracemalloc) of `critmin aggregate` over N copies of one 20-replication job:
+    flat in N if the summary streams job by job from disk."""
+    import shutil
+
+    from critmin.aggregate import aggregate
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "one"
+        done = subprocess.run(
+            [sys.executable, "-m", "critmin.cli", "sweep", "run.replications=20", "run.plots=false",
+             "--dir", str(src), "--no-progress"],
+            capture_output=True, text=True, env={**os.environ, "CRITMIN_HOME": str(ROOT)})
+        if done.returncode != 0:
+            sys.exit(f"bench: error: the sweep failed: {done.stderr.strip()[-500:]}")
+        (job,) = (src / "jobs").iterdir()
+        for n in job_counts:
+            sweep = Path(tmp) / f"n{n}"
+            for i in range(n):  # the KPI table and the manifest are all aggregate reads
+                dst = sweep / "jobs" / f"job{i:04d}"
+                dst.mkdir(parents=True)
+                for name in ("kpis.csv", "manifest.json"):
+                    os.link(job / name, dst / name)
+                shutil.copytree(job / ".hydra", dst / ".hydra")
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            _, rows, _ = aggregate(sweep)
+            wall = time.perf_counter() - t0
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            out.append({"jobs": n, "rows": rows, "peak_mib": peak / 2**20, "seconds": wall})
+    return out
+
+
 def scaling(horizons: list[int], regions: list[int], reps: int) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {"horizon": [], "regions": []}
     for y in horizons:
@@ -231,6 +266,7 @@ def main() -> int:
     r["sweep_overhead"] = {
         "baseline": sweep_overhead("run.seed", ["1", "2", "3", "4"], 20, 20),
         "packages": sweep_overhead("package", ["none", "stockpiles", "build_out", "full"], 20, 20)}
+    r["aggregation_memory"] = aggregation_memory([50, 400])
     sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
     r["scaling"] = sc
     h, g = sc["horizon"], sc["regions"]
@@ -264,6 +300,9 @@ def print_table(r: dict[str, Any]) -> None:
               f"worker): {so['sweep_wall_s']:.1f} s wall, {so['simulation_s']:.1f} s simulation: "
               f"overhead {so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:.0%} per job "
               f"(inside the job only: {so['in_job_overhead_share']:.0%})")
+    for a in r["aggregation_memory"]:
+        print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): peak {a['peak_mib']:.1f} MiB, "
+              f"{a['seconds']:.1f} s")
     g = r["scaling_growth"]
     print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
           f"regions x8 -> time x{g['regions_x8_time_x']:.1f}")

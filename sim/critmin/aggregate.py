@@ -63,14 +63,27 @@ def _overrides(manifest: dict[str, Any]) -> dict[str, str]:
             if override_key(o) != "sweep"}
 
 
-def job_values(folder: Path, jobs: list[Path], keys: list[str]) -> dict[str, dict[str, str]]:
-    """Each job's value of each key: its override, else its config-group choice, else its config."""
+def job_values(folder: Path, jobs: list[Path], keys: list[str],
+               overrides_by_job: dict[str, dict[str, str]] | None = None
+               ) -> dict[str, dict[str, str]]:
+    """Each job's value of each key: its override, else its config-group choice, else its config.
+
+    The manifest's config and Hydra's record of the choices are read only for a job that
+    did not set a key, one job at a time.
+    """
     values: dict[str, dict[str, str]] = {}
     for job in jobs:
-        m = json.loads((job / MANIFEST).read_text())
-        overrides, choices = _overrides(m), _choices(job)
-        values[job.name] = {k: overrides[k] if k in overrides else choices[k] if k in choices
-                            else _select(m.get("config", {}), k) for k in keys}
+        overrides = (overrides_by_job or {}).get(job.name)
+        if overrides is None:
+            overrides = _overrides(json.loads((job / MANIFEST).read_text()))
+        row = {k: overrides[k] for k in keys if k in overrides}
+        missing = [k for k in keys if k not in row]
+        if missing:
+            choices = _choices(job)
+            config = json.loads((job / MANIFEST).read_text()).get("config", {})
+            for k in missing:
+                row[k] = choices[k] if k in choices else _select(config, k)
+        values[job.name] = {k: row[k] for k in keys}
     return values
 
 
@@ -82,9 +95,10 @@ def job_axes(folder: Path, jobs: list[Path]) -> tuple[list[str], dict[str, dict[
     """
     record = read_record(folder)
     keys = list(record.get("axes", {}))
-    for job in jobs:
-        keys.extend(k for k in _overrides(json.loads((job / MANIFEST).read_text())) if k not in keys)
-    values = job_values(folder, jobs, keys)
+    overrides = {job.name: _overrides(json.loads((job / MANIFEST).read_text())) for job in jobs}
+    for o in overrides.values():
+        keys.extend(k for k in o if k not in keys)
+    values = job_values(folder, jobs, keys, overrides)
     axes = [k for k in keys if k in record.get("axes", {})
             or len({values[j.name][k] for j in jobs}) > 1]
     return axes, values
