@@ -188,18 +188,26 @@ class SweepMonitor:
         self.total = sum(j.replications for j in plan.jobs)
         self.bar = tqdm(total=self.total, unit="rep", desc="sweep", disable=not enabled,
                         bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} reps [{elapsed}<{remaining}]{postfix}")
+        self.finished: set[str] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _poll(self) -> None:
-        done, finished, failed = 0.0, 0, 0
+        # a finished job stays finished: only unfinished jobs' folders are read again
+        done, failed = 0.0, 0
         for job in self.plan.jobs:
+            if job.name in self.finished:
+                done += job.replications
+                continue
             folder = self.plan.folder / JOBS / job.name
+            if (folder / MANIFEST).exists():
+                self.finished.add(job.name)
+                done += job.replications
+                continue
             done += read_progress(folder, job.replications)
-            finished += (folder / MANIFEST).exists()
             failed += (folder / FAILED).exists()
         self.bar.n = done
-        self.bar.set_postfix_str(f"jobs {finished}/{len(self.plan.jobs)} done"
+        self.bar.set_postfix_str(f"jobs {len(self.finished)}/{len(self.plan.jobs)} done"
                                  + (f", {failed} failed" if failed else ""), refresh=False)
         self.bar.refresh()
 
