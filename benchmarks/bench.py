@@ -13,7 +13,8 @@ machines are shared and noisy):
   (e) SimPy events processed, for (a) and (c)
   the two reference designs of ../shared/bench (straightforward SimPy; vectorised numpy)
   scaling: horizon 5-40 years and regions 5-40 (benchmarks/scaling.png)
-  sweep overhead per job: a 4-job sweep of 20-replication jobs through `critmin sweep`
+  sweep overhead per job: sweeps of 4 and 12 jobs of 20 replications through `critmin sweep`,
+      over values and over config groups, writing all series or only compare's
 It writes benchmarks/results.json and prints a table.
 """
 
@@ -121,21 +122,16 @@ def references(ref_dir: Path, simpy_reps: int, numpy_reps: int, years: int = 20)
     return {"simpy_per_rep_s": statistics.median(s), "numpy_per_rep_s": statistics.median(n)}
 
 
-def sweep_overhead(axis: str, values: list[str], reps: int, years: int) -> dict[str, Any]:
-    """Wall time of `critmin sweep` (one local worker) vs the same jobs' simulation alone.
-
-    overhead_per_job_share = (sweep wall time - simulation) / simulation: process start,
-    planning, Hydra's per-job composition, writing results and the summary, all counted.
-    """
-    common = [f"run.replications={reps}", f"run.horizon_years={years}", "run.plots=false"]
+def sweep_cost(axes: list[str], jobs: list[list[str]], common: list[str]) -> dict[str, float]:
+    """Wall time of one `critmin sweep` (one local worker) and its jobs' simulation alone."""
     sim = 0.0
-    for v in values:
-        per_rep, _ = time_batches(model([f"{axis}={v}", *common]), reps, 10, 1)
-        sim += per_rep * reps
+    for job in jobs:
+        per_rep, _ = time_batches(model([*job, *common]), REPS, 10, 1)
+        sim += per_rep * REPS
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "critmin.cli", "sweep", f"{axis}={','.join(values)}", *common,
+            [sys.executable, "-m", "critmin.cli", "sweep", *axes, *common,
              "--jobs", "1", "--dir", str(Path(tmp) / "s"), "--no-progress"],
             capture_output=True, text=True, env={**os.environ, "CRITMIN_HOME": str(ROOT)})
         wall = time.perf_counter() - t0
@@ -143,12 +139,46 @@ def sweep_overhead(axis: str, values: list[str], reps: int, years: int) -> dict[
             sys.exit(f"bench: error: the sweep failed: {done.stderr.strip()[-500:]}")
         in_job = [json.loads(m.read_text())["runtime_seconds"]
                   for m in (Path(tmp) / "s" / "jobs").glob("*/manifest.json")]
-    n = len(values)
-    return {"axis": axis, "jobs": n, "replications": reps, "years": years, "sweep_wall_s": wall,
-            "simulation_s": sim, "job_runtime_s": sum(in_job),
-            "overhead_per_job_s": (wall - sim) / n,
-            "overhead_per_job_share": (wall - sim) / sim,
-            "in_job_overhead_share": (sum(in_job) - sim) / sim}
+    return {"jobs": len(jobs), "wall_s": wall, "simulation_s": sim, "job_runtime_s": sum(in_job)}
+
+
+REPS, YEARS = 20, 20
+SEEDS = [str(i) for i in range(1, 13)]
+PACKAGES = ["none", "stockpiles", "build_out", "full"]
+CHINA = ["none", "licensing_2025", "ban_12m"]
+SWEEPS = {  # kind -> (small sweep, large sweep): (axes, jobs)
+    "values (run.seed)": (
+        (["run.seed=" + ",".join(SEEDS[:4])], [[f"run.seed={v}"] for v in SEEDS[:4]]),
+        (["run.seed=" + ",".join(SEEDS)], [[f"run.seed={v}"] for v in SEEDS])),
+    "config groups (package x export control)": (
+        (["package=" + ",".join(PACKAGES)], [[f"package={p}"] for p in PACKAGES]),
+        (["package=" + ",".join(PACKAGES), "levers/export_control=" + ",".join(CHINA)],
+         [[f"package={p}", f"levers/export_control={c}"] for p in PACKAGES for c in CHINA])),
+}
+
+
+def sweep_overhead(kind: str, timeseries: str) -> dict[str, Any]:
+    """A sweep's overhead per job, from two sweeps of 4 and 12 jobs of 20 replications x 20 years.
+
+    overhead = sweep wall time - the jobs' simulation time (process start, planning, Hydra's
+    composition of each job, writing results, the summary). Per job, it is the slope between
+    the two sweeps; what is left is the sweep's fixed cost (starting Python and Hydra,
+    planning, the summary), paid once however many jobs. Shares are of a job's simulation.
+    """
+    common = [f"run.replications={REPS}", f"run.horizon_years={YEARS}", "run.plots=false",
+              f"run.timeseries={timeseries}"]
+    (sa, sj), (la, lj) = SWEEPS[kind]
+    small, large = sweep_cost(sa, sj, common), sweep_cost(la, lj, common)
+    over_s = small["wall_s"] - small["simulation_s"]
+    over_l = large["wall_s"] - large["simulation_s"]
+    per_job = (over_l - over_s) / (large["jobs"] - small["jobs"])
+    sim_per_job = large["simulation_s"] / large["jobs"]
+    return {"kind": kind, "timeseries": timeseries, "replications": REPS, "years": YEARS,
+            "small": small, "large": large, "simulation_per_job_s": sim_per_job,
+            "overhead_per_job_s": per_job, "overhead_per_job_share": per_job / sim_per_job,
+            "fixed_overhead_per_sweep_s": over_s - small["jobs"] * per_job,
+            "in_job_overhead_share": (large["job_runtime_s"] - large["simulation_s"])
+            / large["simulation_s"]}
 
 
 def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
@@ -263,9 +293,7 @@ def main() -> int:
     r["ratios"] = {k: {"vs_simpy": r[k] / simpy, "vs_numpy": r[k] / numpy_} for k in (
         "a_baseline_one_rep_s", "a_baseline_per_rep_default_batch_s", "b_full_package_one_rep_s",
         "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
-    r["sweep_overhead"] = {
-        "baseline": sweep_overhead("run.seed", ["1", "2", "3", "4"], 20, 20),
-        "packages": sweep_overhead("package", ["none", "stockpiles", "build_out", "full"], 20, 20)}
+    r["sweep_overhead"] = [sweep_overhead(kind, ts) for kind in SWEEPS for ts in ("all", "compare")]
     r["aggregation_memory"] = aggregation_memory([50, 400])
     sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
     r["scaling"] = sc
@@ -295,11 +323,13 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{label:48s} {r[k]:8.3f} {q['vs_simpy']:9.3f} {q['vs_numpy']:9.2f}")
     print(f"(d) peak memory, batch of 200: {r['d_peak_memory_batch200_mib']:.0f} MiB; "
           f"(e) SimPy events: {r['e_events_one_rep']} (one rep), {r['e_events_batch200']} (200 reps)")
-    for kind, so in r["sweep_overhead"].items():
-        print(f"sweep of {so['jobs']} {kind} jobs x {so['replications']} reps x {so['years']} y (one "
-              f"worker): {so['sweep_wall_s']:.1f} s wall, {so['simulation_s']:.1f} s simulation: "
-              f"overhead {so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:.0%} per job "
-              f"(inside the job only: {so['in_job_overhead_share']:.0%})")
+    print("sweep overhead per job (20 reps x 20 years, one worker; slope between sweeps of 4 and "
+          "12 jobs):")
+    for so in r["sweep_overhead"]:
+        print(f"  {so['kind']:42s} run.timeseries={so['timeseries']:8s} "
+              f"{so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:4.0%} of a job's "
+              f"{so['simulation_per_job_s']:.2f} s simulation; fixed per sweep "
+              f"{so['fixed_overhead_per_sweep_s']:.1f} s")
     for a in r["aggregation_memory"]:
         print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): peak {a['peak_mib']:.1f} MiB, "
               f"{a['seconds']:.1f} s")

@@ -37,10 +37,12 @@ log = logging.getLogger("critmin")
 
 
 def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
-            report: ProgressFile | None = None) -> dict[str, Any]:
+            report: ProgressFile | None = None,
+            config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new).
 
     Progress goes to a bar on stderr, or to `report` (a sweep job's progress file).
+    `config` is `job_config(cfg)` if the caller has it already.
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
@@ -62,7 +64,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         batches = simulate_uncertain(cfg, spec, params, values, progress)
     else:
         batches = ((res, world, levers) for res in simulate(world, spec, progress, levers))
-    writer = TimeseriesWriter(folder)
+    writer = TimeseriesWriter(folder, spec.series)
     kpi_rows, n_events = [], 0
     try:
         for res, w, lv in batches:
@@ -78,7 +80,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     if spec.plots:
         final = sorted({world.products[k] for k in world.sector_product})
         title = f"{world.name}, scenario {cfg.scenario_name}, {spec.replications} replications"
-        plots = [p.name for p in plot_run(folder, title, final)]
+        plots = [p.name for p in plot_run(folder, title, final, spec.series)]
     summary = {
         "scenario": str(cfg.scenario_name),
         "scenario_question": str(cfg.scenario_question),
@@ -94,7 +96,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         "files": ["timeseries.parquet", "kpis.csv", *(["parameters.csv"] if params else []),
                   *plots],
     }
-    config = job_config(cfg)
+    config = job_config(cfg) if config is None else config
     summary["config_sha256"] = config_digest(config)
     write_manifest(folder, config, summary)  # last: a folder without it is incomplete
     return summary
@@ -122,7 +124,8 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
 
     Returns the job's status: "skipped", "complete" or "failed".
     """
-    digest = config_digest(job_config(cfg))
+    config = job_config(cfg)
+    digest = config_digest(config)
     status = job_status(folder, digest)
     if status == "complete":
         log.info("critmin: job %s is complete, skipped", folder.name)
@@ -139,7 +142,7 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
         for png in folder.glob("*.png"):
             png.unlink()
         report = ProgressFile(folder, int(cfg.run.replications))
-        run_job(cfg, folder, overrides, report=report)
+        run_job(cfg, folder, overrides, report=report, config=config)
         report(float(cfg.run.replications), force=True)
         return "complete"
     except Exception as e:  # noqa: BLE001 - recorded for the user, the other jobs go on

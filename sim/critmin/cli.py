@@ -74,7 +74,11 @@ def _overrides(args: list[str]) -> list[str]:
 
 
 class Composer:
-    """Composes and checks configs, Hydra initialised once for many compositions."""
+    """Composes and checks configs, Hydra initialised once for many compositions.
+
+    Configs that differ only in plain values share one composition from the files
+    (config/fastcompose.py): checking a sweep's values costs a copy each, not a composition.
+    """
 
     def __enter__(self) -> Composer:
         from hydra import initialize_config_dir
@@ -86,6 +90,9 @@ class Composer:
         GlobalHydra.instance().clear()
         self._init = initialize_config_dir(config_dir=str(config_dir()), version_base="1.3")
         self._init.__enter__()
+        from .config.fastcompose import ComposeCache
+
+        self._cache = ComposeCache(GlobalHydra.instance().config_loader())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,14 +103,14 @@ class Composer:
 
     def __call__(self, overrides: list[str]) -> Any:
         """Compose and build the config (with Hydra's settings); raise UserError in one line."""
-        from hydra import compose as hydra_compose
+        from hydra.types import RunMode
 
         from .config.build import ConfigError
         from .config.errors import describe
         from .config.model import build_model
 
         try:
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+            cfg = self._cache.load("config", overrides, RunMode.RUN)
             build_model(cfg, check_uncertain=True)
         except ConfigError as e:
             raise UserError(str(e)) from e

@@ -182,6 +182,10 @@ def job_series(study: Study, opts: Options) -> pd.DataFrame:
     out = []
     for _, job in study.jobs.iterrows():
         price = _read_series(job.folder, ["price"], opts.market, opts.product)
+        if price.empty:
+            raise CompareError(f"job {job.job} wrote no price series for {opts.market} "
+                               f"{opts.product} (run.timeseries leaves it out?); compare needs "
+                               "run.timeseries=compare or all: sweep again into a new folder")
         flows = _read_series(job.folder, ["unmet_demand", "china_content_of_use", "input_use",
                                           "consumption"], opts.region, opts.product)
         wide = flows.pivot_table(index=["replication", "date"], columns="variable",

@@ -99,14 +99,21 @@ def plot_supply_by_origin(ts: pd.DataFrame, path: Path, title: str, product: str
     plt.close(fig)
 
 
-def plot_run(folder: Path, title: str, final_products: list[str]) -> list[Path]:
+def plot_run(folder: Path, title: str, final_products: list[str],
+             series: frozenset[str] | None = None) -> list[Path]:
+    """The run's plots, of the series it wrote (`series`; None: all)."""
+    has = (lambda *names: True) if series is None else (lambda *names: set(names) <= series)
     ts = pd.read_parquet(folder / "timeseries.parquet",
                          filters=[("variable", "in", ["price", "demand", "unmet_demand",
                                                       "supply_by_origin"])])
-    out = [folder / "prices.png", folder / "unmet_demand.png"]
-    plot_prices(ts, out[0], title)
-    plot_unmet(ts, out[1], title)
-    for prod in final_products:
+    out = []
+    if has("price"):
+        out.append(folder / "prices.png")
+        plot_prices(ts, out[-1], title)
+    if has("demand", "unmet_demand"):
+        out.append(folder / "unmet_demand.png")
+        plot_unmet(ts, out[-1], title)
+    for prod in final_products if has("supply_by_origin") else []:
         p = folder / f"supply_by_origin_{prod}.png"
         plot_supply_by_origin(ts, p, title, prod)
         out.append(p)

@@ -13,6 +13,7 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from .core.engine import LEVER_SERIES, BatchResult
 from .core.kpis import KpiRows
 from .core.levers import Levers
 from .core.world import World
+from .series import ALL_SET as ALL_SERIES
 
 TIMESERIES = "timeseries.parquet"
 KPIS = "kpis.csv"
@@ -128,11 +130,13 @@ def lever_labels(world: World, levers: Levers, kind: str) -> tuple[list[str], li
     return [x.name for x in items], regions
 
 
-def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndarray
-                 ) -> Iterable[pa.Table]:
+def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndarray,
+                 series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
     """Rows of the levers' own series: reserves, floors, capacity deals, duties."""
     R, MT = res.production.shape[:2]
     for var, arr in (res.lever_series or {}).items():
+        if var not in series:
+            continue
         kind, unit, per_product, _ = LEVER_SERIES[var]
         names, regions = lever_labels(world, levers, kind)
         I, X = arr.shape[2:]
@@ -149,7 +153,7 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
     for field, var, lever in (("tariff_revenue", "tariff_revenue", "duties"),
                               ("discount_cost", "export_discount_cost", "export_discounts")):
         arr = getattr(res, field)
-        if arr is None:
+        if arr is None or var not in series:
             continue
         N, K = len(world.regions), len(world.products)
         keep = np.broadcast_to(arr.sum((0, 1)) > 0, arr.shape).reshape(-1)
@@ -157,7 +161,7 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         yield _frame(rep5, months[mi5], arr.reshape(-1)[keep],
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products), "lever": lever}, var, "USD/month")
-    if res.licences_pending is not None:
+    if res.licences_pending is not None and "licences_pending" in series:
         N, K = len(world.regions), len(world.products)
         keep = np.broadcast_to(res.licences_pending.sum((0, 1)) > 0,
                                res.licences_pending.shape).reshape(-1)
@@ -167,9 +171,9 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
                       "lever": "export_controls"}, "licences_pending", "t")
 
 
-def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = None
-                      ) -> Iterable[pa.Table]:
-    """The long-format rows of one batch, one block per variable."""
+def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = None,
+                      series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
+    """The long-format rows of one batch, one block per variable; only `series` are built."""
     R, MT, N, K = res.production.shape
     months = np.array(res.months, dtype="datetime64[D]")
 
@@ -177,52 +181,61 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
         return _grid(res.replications, MT, *dims)
 
     rep, mi, n, k = grid(N, K)
+    dates = months[mi]
     region = (n, world.regions)
     product = (k, world.products)
     for field, (name, unit) in VARIABLES.items():
-        yield _frame(rep, months[mi], getattr(res, field),
-                     {"region": region, "product": product}, name, unit)
+        if name in series:
+            yield _frame(rep, dates, getattr(res, field),
+                         {"region": region, "product": product}, name, unit)
     # imports and exports between regions, and supply by origin (domestic included)
     ship = res.shipments  # R, MT, d, o, K
-    eye = np.eye(N, dtype=bool)[None, None, :, :, None]
-    foreign = np.where(eye, 0.0, ship)
-    yield _frame(rep, months[mi], foreign.sum(3), {"region": region, "product": product},
-                 "imports", "t/month")
-    yield _frame(rep, months[mi], foreign.sum(2), {"region": region, "product": product},
-                 "exports", "t/month")
-    keep = np.broadcast_to(ship.sum((0, 1)) > 0, ship.shape).reshape(-1)
-    rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-    yield _frame(rep5, months[mi5], ship.reshape(-1)[keep],
-                 {"region": (d5, world.regions), "origin": (o5, world.regions),
-                  "product": (k5, world.products)},
-                 "supply_by_origin", "t/month")
-    repm, mim, m, km = grid(len(world.markets), K)
-    yield _frame(repm, months[mim], res.price,
-                 {"region": (m, world.markets), "product": (km, world.products)},
-                 "price", "USD/kg")
-    reps_, mis, s = grid(len(world.sectors))
-    sec_region = (np.asarray(world.sector_region)[s], world.regions)
-    sec_product = (np.asarray(world.sector_product)[s], world.products)
-    sec_kind = (s, world.sector_kind)
-    for field, name, unit in (("sector_demand", "demand", "t/month"),
-                              ("sector_unmet", "unmet_demand", "t/month"),
-                              ("sector_substitution", "substitution_share", "share")):
-        yield _frame(reps_, months[mis], getattr(res, field),
-                     {"region": sec_region, "product": sec_product, "sector": sec_kind},
-                     name, unit)
-    repf, mif, f = grid(len(world.facilities))
-    fac_region = (np.asarray(world.fac_region)[f], world.regions)
-    fac_name = (f, world.facilities)
-    yield _frame(repf, months[mif], res.capacity, {"region": fac_region, "origin": fac_name},
-                 "capacity", "t/yr")
+    if series & {"imports", "exports"}:
+        eye = np.eye(N, dtype=bool)[None, None, :, :, None]
+        foreign = np.where(eye, 0.0, ship)
+        for name, axis in (("imports", 3), ("exports", 2)):
+            if name in series:
+                yield _frame(rep, dates, foreign.sum(axis), {"region": region, "product": product},
+                             name, "t/month")
+    if "supply_by_origin" in series:
+        keep = np.broadcast_to(ship.sum((0, 1)) > 0, ship.shape).reshape(-1)
+        rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
+        yield _frame(rep5, months[mi5], ship.reshape(-1)[keep],
+                     {"region": (d5, world.regions), "origin": (o5, world.regions),
+                      "product": (k5, world.products)},
+                     "supply_by_origin", "t/month")
+    if "price" in series:
+        repm, mim, m, km = grid(len(world.markets), K)
+        yield _frame(repm, months[mim], res.price,
+                     {"region": (m, world.markets), "product": (km, world.products)},
+                     "price", "USD/kg")
+    sector = [(f, name, unit) for f, name, unit in (
+        ("sector_demand", "demand", "t/month"), ("sector_unmet", "unmet_demand", "t/month"),
+        ("sector_substitution", "substitution_share", "share")) if name in series]
+    if sector:
+        reps_, mis, s = grid(len(world.sectors))
+        sec_region = (np.asarray(world.sector_region)[s], world.regions)
+        sec_product = (np.asarray(world.sector_product)[s], world.products)
+        sec_kind = (s, world.sector_kind)
+        for field, name, unit in sector:
+            yield _frame(reps_, months[mis], getattr(res, field),
+                         {"region": sec_region, "product": sec_product, "sector": sec_kind},
+                         name, unit)
+    if "capacity" in series:
+        repf, mif, f = grid(len(world.facilities))
+        fac_region = (np.asarray(world.fac_region)[f], world.regions)
+        fac_name = (f, world.facilities)
+        yield _frame(repf, months[mif], res.capacity, {"region": fac_region, "origin": fac_name},
+                     "capacity", "t/yr")
     if levers is not None:
-        yield from lever_tables(world, levers, res, months)
+        yield from lever_tables(world, levers, res, months, series)
 
 
 class TimeseriesWriter:
     """Streams batches into `timeseries.parquet` via a temporary file."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, series: frozenset[str] = ALL_SERIES) -> None:
+        self.series = series
         self.path = folder / TIMESERIES
         self.tmp = folder / (TIMESERIES + ".partial")
         # dictionary pages and statistics for the label columns only (row groups hold one
@@ -233,7 +246,7 @@ class TimeseriesWriter:
                                        use_dictionary=labels, write_statistics=labels)
 
     def write(self, world: World, res: BatchResult, levers: Levers | None = None) -> None:
-        for table in timeseries_tables(world, res, levers):
+        for table in timeseries_tables(world, res, levers, self.series):
             self.writer.write_table(table)
 
     def close(self) -> None:
@@ -274,6 +287,7 @@ def write_parameters(folder: Path, params: Any, values: np.ndarray) -> None:
     write_atomic(folder / PARAMETERS, df.to_csv(index=False, float_format="%.10g"))
 
 
+@functools.cache  # once per process: a sweep worker runs many jobs of one code version
 def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     info: dict[str, Any] = {"critmin": metadata.version("critmin")}
@@ -290,6 +304,7 @@ def code_version() -> dict[str, Any]:
     return info
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     names = ["numpy", "scipy", "simpy", "hydra-core", "omegaconf", "pandas", "pyarrow",
              "matplotlib", "tqdm"]
@@ -305,8 +320,8 @@ def package_versions() -> dict[str, str]:
 def write_manifest(folder: Path, config: dict[str, Any], extra: dict[str, Any]) -> None:
     manifest = {
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        "package_versions": package_versions(),
+        "code_version": dict(code_version()),
+        "package_versions": dict(package_versions()),
         **extra,
         "config": config,
     }

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..core.calendar import Calendar
 from ..core.world import MarketRule, SupplyResponse, TradeRule, World
+from ..series import ALL_SET as ALL_SERIES
+from ..series import select_series
 
 MASS_TOL = 1e-6
 
@@ -37,6 +39,7 @@ class RunSpec:
     batch_size: int
     progress: bool
     plots: bool
+    series: frozenset[str] = ALL_SERIES  # the series timeseries.parquet holds (run.timeseries)
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -99,7 +102,7 @@ def build_run(cfg: Any) -> RunSpec:
     _check(run.seed >= 0, "run.seed", run.seed, "must be a non-negative integer")
     cal = Calendar.from_horizon(start, float(run.horizon_years), int(run.tick_days))
     return RunSpec(cal, int(run.replications), int(run.seed), int(run.batch_size),
-                   bool(run.progress), bool(run.plots))
+                   bool(run.progress), bool(run.plots), select_series(run.get("timeseries", "all")))
 
 
 def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks

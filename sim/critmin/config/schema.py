@@ -31,6 +31,10 @@ class RunConfig:
     batch_size: int = 10  # replications simulated together as one array batch
     progress: bool = True  # progress bar on stderr
     plots: bool = True  # write PNG plots next to the tables
+    # which series timeseries.parquet holds: "all", "compare" (only what `critmin compare`
+    # reads: a fifth of the rows, for large sweeps), "none" (KPIs only) or a list of
+    # variable names (docs/results.md)
+    timeseries: Any = "all"
 
 
 @dataclass

@@ -4,7 +4,9 @@
 the first job and every value of every axis), and the launcher composes each job
 once more when it runs it. Hydra's basic sweeper would compose every job a third
 time only to check it; with critmin's large world config that was a third of a
-small job's overhead (benchmarks/bench.py). Everything else is BasicSweeper: the
+small job's overhead (benchmarks/bench.py). It also hands the launcher a config loader
+that composes jobs differing only in plain values once per choice of config files
+(critmin/config/fastcompose.py). Everything else is BasicSweeper: the
 same expansion of axes, `params` from a sweep file, batches.
 """
 
@@ -13,9 +15,21 @@ from typing import Dict, Optional, Sequence  # noqa: UP035 (Hydra's structured c
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 
 class CritminSweeper(BasicSweeper):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        # jobs that differ only in plain values are composed once per choice of config files
+        # in each launcher process (critmin/config/fastcompose.py)
+        from critmin.config.fastcompose import CachingConfigLoader
+
+        context = HydraContext(config_loader=CachingConfigLoader(hydra_context.config_loader),
+                               callbacks=hydra_context.callbacks)
+        super().setup(hydra_context=context, task_function=task_function, config=config)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
 

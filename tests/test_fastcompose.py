@@ -1,0 +1,76 @@
+"""Sweep jobs composed through the cache equal Hydra's own composition, Hydra settings included."""
+
+import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from critmin.config.fastcompose import CachingConfigLoader, ComposeCache
+from critmin.config.paths import config_dir, register_all
+
+HYDRA = ["hydra.sweep.dir=/tmp/critmin-test-sweep", "hydra.launcher.n_jobs=1"]
+JOBS = [
+    ["run.seed=3"],
+    ["package=full", "run.seed=2", "run.replications=5"],
+    ["run.replications=5", "levers/export_control=ban_12m", "run.horizon_years=4.5"],
+    ["scenario=full_package", "+run.extra_note=hello", "run.timeseries=[price,capacity]"],
+    ["world=gallium", "run.seed=7", "scenario=gallium_us_ban_2024"],
+]
+
+
+@pytest.fixture
+def loader():
+    register_all()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+    GlobalHydra.instance().clear()
+
+
+def plain(cfg):
+    c = OmegaConf.to_container(cfg, resolve=False)
+    c["hydra"]["runtime"].pop("output_dir", None)
+    return c
+
+
+@pytest.mark.parametrize("job", JOBS, ids=[" ".join(j) for j in JOBS])
+def test_cached_composition_equals_hydras(loader, job):
+    cache = ComposeCache(loader)
+    cache.load("config", [*HYDRA, "run.seed=99"], RunMode.RUN)  # a cached base for the plain job
+    for _ in range(2):  # the second time from the cache
+        fast = cache.load("config", [*HYDRA, *job], RunMode.RUN)
+        slow = loader.load_configuration("config", [*HYDRA, *job], RunMode.RUN)
+        assert plain(fast) == plain(slow)
+        assert list(fast.hydra.overrides.task) == job
+        assert fast.hydra.job.override_dirname == slow.hydra.job.override_dirname
+
+
+def test_a_job_does_not_change_the_cached_base(loader):
+    cache = ComposeCache(loader)
+    a = cache.load("config", [*HYDRA, "run.seed=1"], RunMode.RUN)
+    a.run.replications = 999
+    b = cache.load("config", [*HYDRA, "run.seed=2"], RunMode.RUN)
+    assert b.run.replications != 999 and b.run.seed == 2 and a.run.seed == 1
+
+
+def test_a_bad_key_fails_as_in_hydra(loader):
+    cache = ComposeCache(loader)
+    with pytest.raises(ConfigCompositionException) as fast:
+        cache.load("config", [*HYDRA, "run.sed=3"], RunMode.RUN)
+    with pytest.raises(ConfigCompositionException) as slow:
+        loader.load_configuration("config", [*HYDRA, "run.sed=3"], RunMode.RUN)
+    assert str(fast.value) == str(slow.value)
+
+
+def test_the_launcher_loader_pickles_without_its_compositions(loader):
+    import pickle
+
+    wrapped = CachingConfigLoader(loader)
+    master = loader.load_configuration("config", HYDRA, RunMode.MULTIRUN)
+    job = wrapped.load_sweep_config(master, ["run.seed=4"])
+    assert job.run.seed == 4 and wrapped._cache is not None and wrapped._cache.cache
+    again = pickle.loads(pickle.dumps(wrapped))
+    assert again._cache is None
+    assert plain(again.load_sweep_config(master, ["run.seed=4"])) == plain(job)
