@@ -1,0 +1,44 @@
+"""run.timeseries: a run writes the series chosen, its KPIs do not depend on the choice."""
+
+import pandas as pd
+import pytest
+
+from critmin.app import run_job
+from critmin.cli import UserError, compose
+from critmin.series import PRESETS
+
+SMALL = ["run.replications=3", "run.horizon_years=2", "run.plots=false", "run.progress=false",
+         "scenario=full_package"]
+
+
+def run(tmp_path, choice):
+    folder = tmp_path / str(choice)
+    run_job(compose([*SMALL, f"run.timeseries={choice}"]), folder)
+    return (pd.read_parquet(folder / "timeseries.parquet"),
+            pd.read_csv(folder / "kpis.csv"))
+
+
+def test_each_choice_writes_its_series_and_the_same_kpis(tmp_path):
+    full, kpis = run(tmp_path, "all")
+    assert {"stockpile_level", "tariff_revenue", "supply_by_origin", "capacity"} <= set(full.variable)
+    lean, lean_kpis = run(tmp_path, "compare")
+    assert set(lean.variable) == set(PRESETS["compare"])
+    # the rows kept are exactly the full run's rows of those series
+    want = full[full.variable.isin(PRESETS["compare"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(lean.reset_index(drop=True), want, check_categorical=False)
+    picked, _ = run(tmp_path, "[price,stockpile_level]")
+    assert set(picked.variable) == {"price", "stockpile_level"}
+    none, none_kpis = run(tmp_path, "none")
+    assert len(none) == 0 and list(none.columns) == list(full.columns)
+    pd.testing.assert_frame_equal(kpis, lean_kpis)
+    pd.testing.assert_frame_equal(kpis, none_kpis)
+
+
+@pytest.mark.parametrize("choice, message", [
+    ("some", "run.timeseries='some' is not allowed: must be one of all, compare, none"),
+    ("[price,prices]", "run.timeseries='prices' is not allowed: not a series; the series are"),
+])
+def test_a_bad_choice_is_named_in_one_line(choice, message):
+    with pytest.raises(UserError) as e:
+        compose([f"run.timeseries={choice}"])
+    assert message in str(e.value) and "\n" not in str(e.value)
