@@ -13,6 +13,7 @@ from critmin.config.paths import config_dir, register_all
 HYDRA = ["hydra.sweep.dir=/tmp/critmin-test-sweep", "hydra.launcher.n_jobs=1"]
 JOBS = [
     ["run.seed=3"],
+    ["package=stockpiles", "levers/export_control=licensing_2025"],
     ["package=full", "run.seed=2", "run.replications=5"],
     ["run.replications=5", "levers/export_control=ban_12m", "run.horizon_years=4.5"],
     ["scenario=full_package", "+run.extra_note=hello", "run.timeseries=[price,capacity]"],

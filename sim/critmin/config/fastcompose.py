@@ -54,8 +54,6 @@ class ComposeCache:
              ) -> DictConfig:
         parsed = self.parser.parse_overrides(overrides=overrides)
         values = [o for o in parsed if self._is_value(o)]
-        if not values:
-            return self.loader.load_configuration(config_name, overrides, run_mode)
         files = [o.input_line for o in parsed if not self._is_value(o)]
         key = (config_name, run_mode, tuple(files))
         base = self.cache.get(key)
