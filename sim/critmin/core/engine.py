@@ -64,6 +64,14 @@ LEVER_SERIES = {
 
 TOL = 1e-9
 
+# Monthly region-product flows [R, month, N, K], recorded together (one block, one add a tick)
+FLOWS = ("production", "input_use", "consumption", "demand", "unmet", "provenance_use")
+
+
+def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.stack((a, b)) for two arrays of one shape, at a fraction of its call overhead."""
+    return np.concatenate((a, b)).reshape(2, *a.shape)
+
 
 @dataclass
 class BatchResult:
@@ -155,6 +163,9 @@ class Simulation:
         # flat (market, product) index of a plant's main output and an end use's product
         self.fac_price_idx = w.region_market[w.fac_region] * K + w.fac_main_output
         self.sec_price_idx = w.region_market[w.sector_region] * K + w.sector_product
+        # (the starting log price and -elasticity of each end use, gathered once for the tick)
+        self.sec_lnp0 = np.log(w.price0_usd_per_kg).reshape(-1)[self.sec_price_idx]
+        self.sec_neg_elasticity = -w.sector_elasticity
         # revenue and input cost per tonne of activity, priced in the plant's own market
         # (prices_flat @ self.REV, prices_flat @ self.COST); the value added at starting
         # prices stands for the plant's own processing cost
@@ -169,6 +180,8 @@ class Simulation:
         assert np.all(self.value_added0 > 0), "the builder rejects loss-making plants"
         self.p0_flat = w.price0_usd_per_kg.reshape(-1)
         self.p0_origin = w.price0_usd_per_kg[w.region_market]  # (origin, K)
+        # landed cost on each route at starting prices [1, dest, origin, K]
+        self.landed0 = (self.p0_origin[None, :, :] + w.transport_usd_per_kg[:, :, None])[None]
         self.SEK = np.zeros((S, K))  # end use -> its product
         self.SEK[np.arange(S), w.sector_product] = 1.0
         self.lnp0 = np.log(w.price0_usd_per_kg)  # (M, K)
@@ -194,6 +207,8 @@ class Simulation:
         t = np.arange(cal.n_ticks)
         self.demand_growth = (1.0 + w.demand_growth_per_year) ** (t / tpy)
         self.sec_demand_tick = w.sector_demand_tpy / tpy
+        # trend demand of each end use at each tick, before price, substitution and noise
+        self.sec_demand_trend = self.sec_demand_tick[None, :] * self.demand_growth[:, None]
 
         # --- random draws, one named stream per activity and replication -------
         self.noise = np.empty((R, cal.n_ticks, S))
@@ -202,15 +217,23 @@ class Simulation:
             self.noise[r] = np.maximum(0.0, 1.0 + w.demand_noise_sd * z)
         self.n_reviews = int(cal.horizon_days // tr.review_days) + 2
         sig = np.sqrt(np.log1p(tr.transit_cv**2))
-        self.transit_z = np.empty((R, self.n_reviews, N, N))
+        transit_z = np.empty((R, self.n_reviews, N, N))
         for r, rep in enumerate(self.reps):
-            self.transit_z[r] = stream(self.seed, int(rep), "transit").standard_normal(
+            transit_z[r] = stream(self.seed, int(rep), "transit").standard_normal(
                 (self.n_reviews, N, N)
             )
         self.transit_sigma = sig
         self.lead_max = int(
             np.ceil(w.transit_days.max() * np.exp(4 * sig - 0.5 * sig**2) / dt_days)
         ) + 1
+        # transit times of every contract review, in ticks [review, R, dest, origin]: drawn
+        # up front, as the same arithmetic per review would give (see review_contracts)
+        days = w.transit_days[None, None] * np.exp(
+            sig * np.ascontiguousarray(transit_z.transpose(1, 0, 2, 3)) - 0.5 * sig * sig)
+        lead = np.rint(days / dt_days)
+        np.maximum(lead, 1, out=lead)
+        np.minimum(lead, self.lead_max, out=lead)
+        self.review_lead_ticks = lead.astype(np.int64)
         self._init_calendar_years()
 
         # --- levers (core/policy.py) ----------------------------------------------
@@ -260,15 +283,29 @@ class Simulation:
         self.sourcing = np.broadcast_to(self.base_sourcing, (R, N, N, K)).copy()
         self.lead_ticks = np.broadcast_to(self._mean_lead_ticks(), (R, N, N)).copy()
         self.lead_expected = np.einsum("rdok,rdo->rdk", self.sourcing, self.lead_ticks)
-        self.use_exp = np.broadcast_to(need0, (R, N, K)).copy()
-        self.prod_exp = np.broadcast_to(prod0, (R, N, K)).copy()
-        self.in_stock = self.use_exp * self.cover_ticks
-        self.out_stock = self.prod_exp * self.seller_cover_ticks
+        self.lead_line = self.lead_expected - 1.0
+        # expected use and output, one array so the tick smooths both in one go
+        self.expected = np.empty((2, R, N, K))
+        self.use_exp, self.prod_exp = self.expected
+        self.use_exp[:] = need0
+        self.prod_exp[:] = prod0
+        # each stock and its provenance-traced part are one array, so the tick moves both
+        # with one numpy call: ins = [in_stock, in_prov], outs = [out_stock, out_prov],
+        # pipes = [pipe, pipe_prov] (the names are views and are only updated in place)
+        self.ins = np.empty((2, R, N, K))
+        self.outs = np.empty((2, R, N, K))
+        self.in_stock, self.in_prov = self.ins
+        self.out_stock, self.out_prov = self.outs
+        np.multiply(self.use_exp, self.cover_ticks, out=self.in_stock)
+        np.multiply(self.prod_exp, self.seller_cover_ticks, out=self.out_stock)
         self.reliability = np.ones((R, N, N, K))  # share of orders delivered, by route
         self.log_price = np.broadcast_to(self.lnp0, (R, self.M, K)).copy()
+        self.prices = np.exp(self.log_price.reshape(R, -1))  # kept equal to exp(log_price)
+        self.keep_share = 1.0 - self.substitution  # demand left after substitution
         self.log_expected = self.log_price.copy()
         # pipelines hold the steady flow of the last `lead` ticks of each route
-        self.pipe = np.zeros((self.Lp, R, N, K))
+        self.pipes = np.zeros((2, self.Lp, R, N, K))
+        self.pipe, self.pipe_prov = self.pipes
         flow0 = need0[:, None, :] * self.base_sourcing  # d,o,k per tick
         lead0 = self.lead_ticks[0]
         for d in range(N):
@@ -281,15 +318,20 @@ class Simulation:
         # provenance tracer: content that passed a mine or plant of the provenance region
         share_out = self._steady_provenance_shares(need0)
         share_in = np.einsum("dok,ok->dk", self.base_sourcing, share_out)
-        self.in_prov = self.in_stock * share_in
-        self.out_prov = self.out_stock * share_out
-        self.pipe_prov = self.pipe * share_in
+        np.multiply(self.in_stock, share_in, out=self.in_prov)
+        np.multiply(self.out_stock, share_out, out=self.out_prov)
+        np.multiply(self.pipe, share_in, out=self.pipe_prov)
         # the flat pipeline index of each route, without the slot part
         r_idx = np.arange(R)[:, None, None, None]
         d_idx = np.arange(N)[None, :, None, None]
         k_idx = np.arange(K)[None, None, None, :]
         self.route_rest = ((r_idx * N + d_idx) * K + k_idx + np.zeros((1, 1, N, 1), np.int64))
         self.slot_size = R * N * K
+        # shipments of this tick, [quantity, provenance] x [R, dest, origin, K]
+        self.load = np.empty((2, R, N, N, K))
+        half = np.arange(2)[:, None, None, None, None]
+        self.ship_bins_rest = half * (self.Lp * self.slot_size) + self.route_rest[None]
+        self._set_lead_ticks(self.lead_ticks)
         # mass-balance ledger per product
         self.initial_total = self._stock_total_by_product()
         self.produced = np.zeros((R, K))
@@ -341,16 +383,17 @@ class Simulation:
         self.month_of_tick, self.months = self.cal.month_index()
         MT = len(self.months)
         self.ticks_in_month = np.bincount(self.month_of_tick, minlength=MT)
+        self.month_ends = np.append(self.month_of_tick[1:] != self.month_of_tick[:-1], True)
         z = lambda *shape: np.zeros((R, MT, *shape))  # noqa: E731
-        self.rec = {
-            name: z(N, K)
-            for name in ("production", "input_use", "consumption", "demand", "unmet",
-                         "provenance_use", "inventory")
-        }
+        # (the flows and the sectors' demand and unmet demand are views of one block each)
+        self.rec_flows = np.zeros((len(FLOWS), R, MT, N, K))
+        self.rec_sectors = np.zeros((2, R, MT, S))
+        self.rec = dict(zip(FLOWS, self.rec_flows, strict=True))
+        self.rec["inventory"] = z(N, K)
         self.rec["shipments"] = z(N, N, K)
+        self.shipments_month = np.zeros((R, N, N, K))  # this month's, so far
         self.rec["price"] = z(M, K)
-        self.rec["sector_demand"] = z(S)
-        self.rec["sector_unmet"] = z(S)
+        self.rec["sector_demand"], self.rec["sector_unmet"] = self.rec_sectors
         self.rec["sector_substitution"] = z(S)
         self.rec["capacity"] = z(F)
         if self.terms is not None:
@@ -402,28 +445,26 @@ class Simulation:
         w, tr = self.w, self.w.trade
         years = tr.review_days / 365.25
         move = min(1.0, tr.review_days / tr.switch_days)
-        mean_days = w.transit_days[None]
-        sig = self.transit_sigma
         i = 0
         while True:
             yield self.env.timeout(tr.review_days)
             i += 1
-            z = self.transit_z[:, min(i, self.n_reviews - 1)]
-            days = mean_days * np.exp(sig * z - 0.5 * sig * sig)
-            self.lead_ticks = np.clip(
-                np.rint(days / self.cal.tick_days), 1, self.lead_max
-            ).astype(np.int64)
+            # transit times drawn in __init__: mean * lognormal(sigma), in ticks, clipped
+            self._set_lead_ticks(self.review_lead_ticks[min(i, self.n_reviews - 1)])
             target = self._sourcing_target()
-            self.sourcing += move * (target - self.sourcing)
+            target -= self.sourcing
+            target *= move
+            self.sourcing += target  # sourcing += move * (target - sourcing)
             self._update_expected_lead()
             price_ratio = np.exp(
-                self.log_expected.reshape(self.R, -1)[:, self.sec_price_idx]
-                - self.lnp0_flat[self.sec_price_idx]
+                self.log_expected.reshape(self.R, -1).take(self.sec_price_idx, axis=1)
+                - self.sec_lnp0
             )
             self.substitution = rules.substitution_step(
                 self.substitution, price_ratio, w.sector_substitution_max,
                 w.sector_substitution_rate_per_year, years,
             )
+            self.keep_share = 1.0 - self.substitution
             if self.thrifting:
                 elapsed = self.env.now / 365.25
                 factor = (1.0 - w.fac_input_decline_per_year) ** elapsed
@@ -438,6 +479,8 @@ class Simulation:
         else:
             lead = self.lead_ticks[..., None] + self.controls.expected_delay_ticks()
             self.lead_expected = np.einsum("rdok,rdok->rdk", self.sourcing, lead)
+        # orders are placed when a route of lead L holds L - 1 ticks of shipments (_tick)
+        self.lead_line = self.lead_expected - 1.0
 
     def _base_weights(self) -> np.ndarray:
         """Buyers' base sourcing weights now: the 2024 pattern scaled by each origin's supply
@@ -445,14 +488,18 @@ class Simulation:
         w, R, N, K = self.w, self.R, self.N, self.K
         supply = (self.capacity * w.fac_utilisation) @ self.FO  # R, N*K
         grown = np.divide(supply, self.supply0, out=np.zeros_like(supply), where=self.supply0 > 0)
+        base = self.base_sourcing[None] * grown.reshape(R, 1, N, K)
         new = np.where(self.supply0 > 0, 0.0, supply).reshape(R, N, K)
-        world_total = supply.reshape(R, N, K).sum(axis=1, keepdims=True)
-        new_share = np.divide(new, world_total, out=np.zeros_like(new), where=world_total > 0)
-        base = self.base_sourcing[None] * grown.reshape(R, 1, N, K) \
-            + w.trade.openness * new_share[:, None]
-        total = base.sum(axis=2, keepdims=True)
-        base = np.divide(base, total, out=np.broadcast_to(self.base_sourcing, base.shape).copy(),
-                         where=total > 0)
+        if new.any():  # (with no new origin the term below is + 0.0: skipped)
+            world_total = supply.reshape(R, N, K).sum(axis=1, keepdims=True)
+            new_share = np.divide(new, world_total, out=np.zeros_like(new), where=world_total > 0)
+            base = base + w.trade.openness * new_share[:, None]
+        total = rules.sum_over_origins(base)
+        if (total > 0).all():
+            base /= total
+        else:
+            base = np.divide(base, total, out=np.broadcast_to(self.base_sourcing, base.shape).copy(),
+                             where=total > 0)
         if self.deals is not None:
             base = apply_contracts(base, self.deals.contracted, self.use_exp)
         return base
@@ -472,12 +519,12 @@ class Simulation:
 
     def _sourcing_target(self) -> np.ndarray:
         w = self.w
-        price = np.exp(self.log_price)  # R, M, K
+        price = self.prices.reshape(self.R, self.M, self.K)
         _, landed = self._landed_costs(price[:, w.region_market, :])
-        landed0 = self.p0_origin[None, :, :] + w.transport_usd_per_kg[:, :, None]
-        allowed = self.controls.allowed() if self.controls is not None else 1.0
+        landed /= self.landed0
+        allowed = self.controls.allowed() if self.controls is not None else None
         return rules.sourcing_target(
-            self._base_weights(), landed / landed0[None], self.reliability,
+            self._base_weights(), landed, self.reliability,
             allowed, w.trade.armington_elasticity, w.trade.reliability_exponent,
         )
 
@@ -508,44 +555,75 @@ class Simulation:
         self.pending[r, f] = False
 
     # ---------------------------------------------------------------- the tick
-    def _ship(self, t: int, qty: np.ndarray, prov: np.ndarray, offer: np.ndarray | None,
+    def _set_lead_ticks(self, lead_ticks: np.ndarray) -> None:
+        """New transit times [R, dest, origin] in ticks (at the start and at each contract review)."""
+        self.lead_ticks = lead_ticks
+        self.ship_bins = self._ship_bins(lead_ticks[..., None])
+
+    def _ship_bins(self, lead: np.ndarray) -> np.ndarray:
+        """For a load [2, R, dest, origin, K] shipped on routes of `lead` ticks ([R, dest, origin,
+        1 or K]): the flat index of each element in the arrivals [2, lead, R, dest, K], for
+        np.bincount. It only changes with transit times, so it is made at contract reviews."""
+        # index = ((half * Lp + lead) * R + r) * N + d) * K + k = lead * slot_size + the rest
+        bins = lead[None] * self.slot_size + self.ship_bins_rest
+        return bins.reshape(-1)
+
+    def _ship(self, t: int, load: np.ndarray, offer: np.ndarray | None,
               extra_ticks: np.ndarray | None = None) -> None:
-        """Put shipments [R, dest, origin, K] in transit; duties are charged as they leave."""
-        lead = self.lead_ticks[..., None]
-        if extra_ticks is not None:
-            lead = lead + extra_ticks[None]
-        slots = ((t + lead) % self.Lp) * self.slot_size + self.route_rest
-        flat = slots.reshape(-1)
-        size = self.pipe.size
-        self.pipe.reshape(-1)[:] += np.bincount(flat, qty.reshape(-1), minlength=size)
-        self.pipe_prov.reshape(-1)[:] += np.bincount(flat, prov.reshape(-1), minlength=size)
+        """Put shipments in transit: `load` is [quantity, provenance-traced part], each
+        [R, dest, origin, K]; duties are charged as they leave."""
+        Lp = self.Lp
+        bins = self.ship_bins if extra_ticks is None else \
+            self._ship_bins(self.lead_ticks[..., None] + extra_ticks[None])
+        # due[:, j]: what arrives j ticks from now (summed over origins in order), which is
+        # pipeline slot (t + j) % Lp: one bincount for both halves, then two slice adds
+        due = np.bincount(bins, load.reshape(-1), minlength=self.pipes.size)
+        due = due.reshape(self.pipes.shape)
+        s = t % Lp
+        self.pipes[:, s:] += due[:, :Lp - s]
+        self.pipes[:, :s] += due[:, Lp - s:]
         if self.terms is not None and offer is not None:
+            qty = load[0]
             mi = self.month_of_tick[t]
             self.rec["tariff_revenue"][:, mi] += qty * self.terms.duty_per_kg(offer) * 1000
             self.rec["discount_cost"][:, mi] += qty * (offer / np.maximum(
                 1.0 - self.terms.discount[None], 1e-12)) * self.terms.discount[None] * 1000
 
+    def _update_reliability(self, orders: np.ndarray, delivered: np.ndarray) -> None:
+        """Buyers' memory of the share of their orders each route delivered.
+
+        reliability += a * (delivered / orders - reliability) on routes with orders (elsewhere
+        it stays); in place, as route arrays are the largest."""
+        rel = self.reliability
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(orders > 0, delivered / orders, rel)
+        step -= rel
+        step *= self.a_line
+        rel += step
+
     def _tick(self, t: int) -> None:
+        # Every line is a few numpy calls on small arrays, so a tick costs about the number of
+        # calls: constants are gathered once (__init__), what only changes at contract reviews
+        # is kept from them, and stocks are held with their provenance part ([2, ...] arrays).
         w, R, N, K = self.w, self.R, self.N, self.K
         sr, mr = w.supply, w.market_rule
         NK = N * K
-        controls, piles, floors = self.controls, self.piles, self.floors
-        prices = np.exp(self.log_price.reshape(R, -1))
-        origin_price = prices.reshape(R, self.M, K)[:, w.region_market, :]  # R, o, K
-        offer = self.terms.offer_price(origin_price) if self.terms is not None else None
-        extra_used = np.zeros((R, NK))
+        controls, piles, floors, terms = self.controls, self.piles, self.floors, self.terms
+        prices = self.prices  # exp(log_price), [R, M*K], as the last price move left it
+        origin_price = offer = None
+        if terms is not None or piles is not None:
+            origin_price = prices.reshape(R, self.M, K)[:, w.region_market, :]  # R, o, K
+        if terms is not None:
+            offer = terms.offer_price(origin_price)
 
         # 1. arrivals; licences decided: granted ones ship, refused ones go back to the exporter
-        slot = t % self.Lp
-        arriving = self.pipe[slot]
-        self.in_stock += arriving
-        self.in_prov += self.pipe_prov[slot]
-        self.in_transit -= arriving
-        self.pipe[slot] = 0.0
-        self.pipe_prov[slot] = 0.0
+        arriving = self.pipes[:, t % self.Lp]  # [quantity, provenance]
+        self.ins += arriving
+        self.in_transit -= arriving[0]
+        arriving[...] = 0.0
         if controls is not None and controls.has_licensing:
             granted, granted_prov, refused, refused_prov = controls.decide_licences(t)
-            self._ship(t, granted, granted_prov, offer)
+            self._ship(t, pair(granted, granted_prov), offer)
             self.out_stock += refused.sum(axis=1)
             self.out_prov += refused_prov.sum(axis=1)
             self.in_transit -= refused.sum(axis=2)
@@ -562,13 +640,9 @@ class Simulation:
             sr.utilisation_min, sr.utilisation_max,
         )
         out_flat = self.out_stock.reshape(R, NK)
-        seller_target = self.prod_exp.reshape(R, NK) * self.seller_cover_ticks
         main_cols = self.fac_main_cols
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unsold = np.where(
-                seller_target[:, main_cols] > 0,
-                out_flat[:, main_cols] / seller_target[:, main_cols], 0.0,
-            )
+        target_main = self.prod_exp.reshape(R, NK).take(main_cols, axis=1) * self.seller_cover_ticks
+        unsold = rules.ratio_or(out_flat.take(main_cols, axis=1), target_main, 0.0)
         planned = self.capacity * self.available * util * rules.unsold_stock_brake(
             unsold, sr.unsold_stock_brake
         )
@@ -576,48 +650,50 @@ class Simulation:
         # 3. plants and end users draw inputs, rationed pro rata (reserves may top up)
         lnp = self.log_price.reshape(R, -1)
         price_factor = np.exp(
-            -w.sector_elasticity * (lnp[:, self.sec_price_idx] - self.lnp0_flat[self.sec_price_idx])
+            self.sec_neg_elasticity * (lnp.take(self.sec_price_idx, axis=1) - self.sec_lnp0)
         )
-        demand = (self.sec_demand_tick * self.demand_growth[t]) * price_factor \
-            * (1.0 - self.substitution) * self.noise[:, t]
+        demand = self.sec_demand_trend[t] * price_factor
+        demand *= self.keep_share  # 1 - substitution
+        demand *= self.noise[:, t]
         end_demand = demand @ self.SE  # end-use demand by region-product column
         need = planned @ self.FI + end_demand
         stock = self.in_stock.reshape(R, NK)
         if piles is not None:
             piles.release_to_market(need, stock, prices)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(need > 0.0, np.minimum(1.0, stock / need), 1.0)
-        ratio_ext = np.concatenate([ratio, np.ones((R, 1))], axis=1)
-        activity = planned * ratio_ext[:, self.fac_in_cols].min(axis=2)
-        served = demand * ratio[:, self.sec_cols]
+        # share of each need the stock covers; the last column (1) pads plants' input lists
+        ratio_ext = np.ones((R, NK + 1))
+        ratio = ratio_ext[:, :NK]
+        np.minimum(rules.ratio_or(stock, need, 1.0), 1.0, out=ratio)
+        activity = planned * np.minimum.reduce(ratio_ext.take(self.fac_in_cols, axis=1), axis=2)
+        served = demand * ratio.take(self.sec_cols, axis=1)
         plant_use = activity @ self.FI
         end_use = served @ self.SE
         use = np.minimum(plant_use + end_use, stock)
         prov_flat = self.in_prov.reshape(R, NK)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prov_share_in = np.where(stock > 0, prov_flat / stock, 0.0)
+        prov_share_in = rules.ratio_or(prov_flat, stock, 0.0)
         use_prov = use * prov_share_in
         stock -= use
         prov_flat -= use_prov
+        used = use
         if piles is not None and piles.any_members_only:
             extra, extra_prov = piles.release_to_members(demand, served)
             extra_used = extra @ self.SE
             end_use = end_use + extra_used
             use_prov = use_prov + extra_prov @ self.SE
+            used = use + extra_used
 
         # 4. output to the sell-side stock, with its provenance; price floors settle
-        output = activity @ self.FO
         fac_prov = np.maximum(prov_share_in @ self.fac_in_weight_T, self.fac_is_prov)
-        output_prov = (activity * fac_prov) @ self.FO
-        out_flat += output
-        self.out_prov.reshape(R, NK)[:] += output_prov
+        made = np.concatenate((activity, activity * fac_prov)).reshape(2, R, -1) @ self.FO
+        output = made[0]  # and made[1], its provenance-traced part
+        self.outs += made.reshape(2, R, N, K)
         if floors is not None:
+            seller_target = self.prod_exp.reshape(R, NK) * self.seller_cover_ticks
             floors.settle(activity, prices, self.out_stock, self.out_prov, seller_target)
 
         # 5. ordering and shipping
-        need3 = need.reshape(R, N, K)
-        self.use_exp += self.a_use * (need3 - self.use_exp)
-        self.prod_exp += self.a_use * (output.reshape(R, N, K) - self.prod_exp)
+        now = np.concatenate((need, output)).reshape(2, R, N, K)
+        self.expected += self.a_use * (now - self.expected)  # use_exp and prod_exp
         cover = self.cover_ticks
         if controls is not None:  # front-loading: buyers raise stock targets before a control
             cover = cover + controls.cover_extra_days / self.cal.tick_days
@@ -625,7 +701,7 @@ class Simulation:
         # route of lead L holds L - 1 ticks of shipments: that is the supply line to keep
         order = rules.order_quantity(
             self.use_exp, self.in_stock, self.in_transit, cover,
-            self.lead_expected - 1.0, self.a_stock, self.a_line,
+            self.lead_line, self.a_stock, self.a_line,
         )
         orders = order[:, :, None, :] * self.sourcing  # R, d, o, k
         if controls is not None:
@@ -633,43 +709,41 @@ class Simulation:
             ordered = direct.sum(axis=1) + leaked.sum(axis=1)
         else:
             direct, leaked = orders, None
-            ordered = orders.sum(axis=1)  # R, o, k
+            ordered = np.add.reduce(orders, axis=1)  # R, o, k
         if piles is not None:
             ok = 1.0 - controls.blocked - controls.licensing if controls is not None else \
                 np.ones((R, N, N, K))
             ordered = ordered + piles.place_orders(self.sourcing, self.use_exp, ok,
                                                    origin_price).sum(axis=1)
         fill = rules.fill_ratio(self.out_stock, ordered)
-        shipped = direct * fill[:, None, :, :]
+        load = self.load  # [shipped, its provenance-traced part]
+        shipped, ship_prov = load
+        np.multiply(direct, fill[:, None, :, :], out=shipped)
         delivered = shipped if controls is None else shipped * controls.delivered_share()
         if leaked is not None:
             leaked = leaked * fill[:, None, :, :]
             delivered = delivered + leaked
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.reliability += self.a_line * (
-                np.where(orders > 0, delivered / orders, self.reliability) - self.reliability
-            )
+        self._update_reliability(orders, delivered)
         sent = ordered * fill
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prov_share_out = np.where(self.out_stock > 0, self.out_prov / self.out_stock, 0.0)
-        self.out_stock -= sent
-        np.maximum(self.out_stock, 0.0, out=self.out_stock)
-        self.out_prov -= sent * prov_share_out
-        np.maximum(self.out_prov, 0.0, out=self.out_prov)
+        prov_share_out = rules.ratio_or(self.out_prov, self.out_stock, 0.0)
+        self.outs -= np.concatenate((sent, sent * prov_share_out)).reshape(2, R, N, K)
+        np.maximum(self.outs, 0.0, out=self.outs)
         if piles is not None:
             piles.receive(fill, prov_share_out, origin_price)
-        in_transit_add = shipped.sum(axis=2)
-        ship_prov = shipped * prov_share_out[:, None, :, :]
+        in_transit_add = rules.sum_over_origins(shipped).reshape(R, N, K)
+        np.multiply(shipped, prov_share_out[:, None, :, :], out=ship_prov)
         recorded = shipped
         if controls is not None:
             controls.count_quota(shipped)
-            shipped, ship_prov = controls.queue_for_licences(t, shipped, ship_prov)
+            free, free_prov = controls.queue_for_licences(t, shipped, ship_prov)
+            if free is not shipped:  # some wait for a licence
+                load = pair(free, free_prov)
             if leaked is not None and leaked.any():
-                self._ship(t, leaked, leaked * prov_share_out[:, None, :, :], offer,
+                self._ship(t, pair(leaked, leaked * prov_share_out[:, None, :, :]), offer,
                            controls.leak_extra_ticks)
                 in_transit_add = in_transit_add + leaked.sum(axis=2)
                 recorded = recorded + leaked
-        self._ship(t, shipped, ship_prov, offer)
+        self._ship(t, load, offer)
         self.in_transit += in_transit_add
 
         # 6. prices move with inventory cover in each market
@@ -680,14 +754,15 @@ class Simulation:
         target_total = self.use_exp * cover + self.prod_exp * self.seller_cover_ticks
         stock_m = self.Mmat @ held
         target_m = self.Mmat @ target_total
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cover_ratio = np.where(target_m > 0, stock_m / target_m, 1.0)
-        cover_ratio = np.clip(cover_ratio, mr.cover_ratio_floor, mr.cover_ratio_cap)
-        self.log_price = np.clip(
-            rules.log_price_step(self.log_price, self.log_expected, cover_ratio,
-                                 mr.cover_sensitivity, self.a_price),
-            self.lnp_min, self.lnp_max,
-        )
+        cover_ratio = rules.ratio_or(stock_m, target_m, 1.0)
+        np.maximum(cover_ratio, mr.cover_ratio_floor, out=cover_ratio)
+        np.minimum(cover_ratio, mr.cover_ratio_cap, out=cover_ratio)
+        log_price = rules.log_price_step(self.log_price, self.log_expected, cover_ratio,
+                                         mr.cover_sensitivity, self.a_price)
+        np.maximum(log_price, self.lnp_min, out=log_price)
+        np.minimum(log_price, self.lnp_max, out=log_price)
+        self.log_price = log_price
+        self.prices = np.exp(log_price.reshape(R, -1))
         self.log_expected += self.a_exp * (self.log_price - self.log_expected) \
             + self.a_anchor * (self.lnp0 - self.log_expected)
         if piles is not None:
@@ -695,27 +770,33 @@ class Simulation:
 
         # invariants and ledger
         check_non_negative(t, self.in_stock, self.out_stock, w)
-        self.produced += output.reshape(R, N, K).sum(1)
-        self.used += (use + extra_used).reshape(R, N, K).sum(1)
+        self.produced += np.add.reduce(output.reshape(R, N, K), axis=1)
+        self.used += np.add.reduce(used.reshape(R, N, K), axis=1)
 
-        # 7. record
+        # 7. record: flows add up over the month (one call for the region-product ones),
+        # levels are taken at the month's last tick
         mi = self.month_of_tick[t]
+        flows = np.concatenate((output, plant_use, end_use, end_demand, end_demand - end_use,
+                                use_prov))
+        self.rec_flows[:, :, mi] += flows.reshape(len(FLOWS), R, N, K)
+        self.rec_sectors[:, :, mi] += np.concatenate((demand, demand - served)).reshape(2, R, -1)
+        self.rec["price"][:, mi] += self.prices.reshape(R, self.M, K)
+        self.shipments_month += recorded
+        if self.month_ends[t]:
+            self._record_month_end(mi, stock_total)
+
+    def _record_month_end(self, mi: int, stock_total: np.ndarray) -> None:
+        """Levels at the month's last tick, and the month's shipments (added up apart, as
+        the monthly record of route arrays is large and far apart in memory)."""
         rec = self.rec
-        rec["production"][:, mi] += output.reshape(R, N, K)
-        rec["input_use"][:, mi] += plant_use.reshape(R, N, K)
-        rec["consumption"][:, mi] += end_use.reshape(R, N, K)
-        rec["demand"][:, mi] += end_demand.reshape(R, N, K)
-        rec["unmet"][:, mi] += (end_demand - end_use).reshape(R, N, K)
-        rec["provenance_use"][:, mi] += use_prov.reshape(R, N, K)
+        rec["shipments"][:, mi] = self.shipments_month
+        self.shipments_month[...] = 0.0
         rec["inventory"][:, mi] = stock_total
-        rec["shipments"][:, mi] += recorded
-        rec["price"][:, mi] += np.exp(self.log_price)
-        rec["sector_demand"][:, mi] += demand
-        rec["sector_unmet"][:, mi] += demand - served
         rec["sector_substitution"][:, mi] = self.substitution
         rec["capacity"][:, mi] = self.capacity * self.cal.ticks_per_year
         if "licences_pending" in rec:
-            rec["licences_pending"][:, mi] = controls.held_at_origin()
+            rec["licences_pending"][:, mi] = self.controls.held_at_origin()
+        piles = self.piles
         if piles is not None:
             self.lever_rec["stockpile_level"][:, mi] = piles.level
             per_day = self.use_exp[:, [sp.holder for sp in piles.piles]] / self.cal.tick_days

@@ -216,7 +216,10 @@ class ExportControls:
         sim = self.sim
         z = np.stack([rng.standard_normal(sim.N) for rng in self.delay_rng])  # R, dest
         days = self.lic_mean[None] * lognormal_factor(z[:, :, None, None], self.lic_cv[None])
-        ticks = np.clip(np.rint(days / sim.cal.tick_days), 1, self.LL - 1).astype(np.int64)
+        ticks = np.rint(days / sim.cal.tick_days)
+        np.maximum(ticks, 1, out=ticks)  # np.clip(ticks, 1, LL - 1), without its overhead
+        np.minimum(ticks, self.LL - 1, out=ticks)
+        ticks = ticks.astype(np.int64)
         held = shipped * self.licensing
         slots = ((t + ticks) % self.LL) * sim.slot_size4 + sim.route_index4
         size = self.queue.size

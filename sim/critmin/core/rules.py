@@ -6,7 +6,23 @@ without SimPy. Arrays broadcast over a leading replication axis.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+
+# Rules run every market tick on small arrays, where the cost of a numpy call is its
+# overhead: they use plain ufuncs (np.minimum(np.maximum(...)) for np.clip, which is the
+# same arithmetic) and `ratio_or` instead of np.errstate blocks.
+
+
+def ratio_or(num: np.ndarray, den: np.ndarray, fallback) -> np.ndarray:
+    """num / den where den > 0, `fallback` elsewhere, without division warnings.
+
+    The same numbers as np.where(den > 0, num / den, fallback). Not np.divide(where=):
+    masked ufuncs are several times slower per element on large arrays.
+    """
+    pos = den > 0
+    return np.where(pos, num / np.where(pos, den, 1.0), fallback)
 
 
 def smoothing_weight(tick_days: float, time_constant_days: float) -> float:
@@ -29,7 +45,9 @@ def utilisation(
     thrown between full and idle by small price moves (as a margin ratio would).
     """
     ratio = np.maximum(revenue_cost_ratio, 1e-6)
-    return np.clip(base_utilisation * ratio**elasticity, lowest, highest)
+    u = base_utilisation * ratio**elasticity
+    np.maximum(u, lowest, out=u)
+    return np.minimum(u, highest, out=u)
 
 
 def unsold_stock_brake(unsold_ratio: np.ndarray, brake: float) -> np.ndarray:
@@ -38,7 +56,9 @@ def unsold_stock_brake(unsold_ratio: np.ndarray, brake: float) -> np.ndarray:
     Plants tolerate a buffer: full output up to brake/2 x target, falling
     linearly to 0 at brake x target (they stop rather than pile up stock).
     """
-    return np.clip((brake - unsold_ratio) / (0.5 * brake), 0.0, 1.0)
+    share = (brake - unsold_ratio) / (0.5 * brake)
+    np.maximum(share, 0.0, out=share)
+    return np.minimum(share, 1.0, out=share)
 
 
 def order_quantity(
@@ -61,16 +81,38 @@ def order_quantity(
 
 def fill_ratio(available: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     """Share of orders a seller can serve from its stock (pro rata rationing)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ordered > 0.0, available / ordered, 1.0)
-    return np.minimum(ratio, 1.0)
+    ratio = ratio_or(available, ordered, 1.0)
+    return np.minimum(ratio, 1.0, out=ratio)
+
+
+@lru_cache(maxsize=8)
+def _origin_bins(shape: tuple[int, ...]) -> np.ndarray:
+    """For x of `shape` [..., origin, K]: the flat index of x.sum(axis=-2) each element adds to."""
+    *lead, n, k = shape
+    a = int(np.prod(lead, dtype=np.int64))
+    bins = np.broadcast_to(np.arange(a * k).reshape(a, 1, k), (a, n, k)).reshape(-1)
+    bins.flags.writeable = False
+    return bins
+
+
+def sum_over_origins(x: np.ndarray) -> np.ndarray:
+    """x.sum(axis=-2, keepdims=True) for x [..., origin, K], bit for bit.
+
+    numpy reduces a middle axis with inner loops K long, which is slow for many regions;
+    np.bincount adds the same terms in the same (origin) order in one pass.
+    """
+    if x.size < 4096 or not x.flags.c_contiguous:
+        return x.sum(axis=-2, keepdims=True)
+    shape = x.shape[:-2] + (1, x.shape[-1])
+    return np.bincount(_origin_bins(x.shape), x.reshape(-1),
+                       minlength=x.size // x.shape[-2]).reshape(shape)
 
 
 def sourcing_target(
     base_weight: np.ndarray,
     landed_ratio: np.ndarray,
     reliability: np.ndarray,
-    allowed: np.ndarray,
+    allowed: np.ndarray | float | None,
     elasticity: float,
     reliability_exponent: float,
 ) -> np.ndarray:
@@ -79,11 +121,18 @@ def sourcing_target(
     w*_{d,o} ∝ w0_{d,o} * (landed_{d,o} / landed0_{d,o}) ** -sigma * reliability_o ** gamma
     Arrays are [..., dest, origin, product]; shares sum to 1 over origin.
     Where no origin is attractive, the base weights are kept.
+    `allowed` None: every route open (the same as 1.0, one pass less).
     """
-    attraction = base_weight * landed_ratio ** (-elasticity) * reliability**reliability_exponent
-    attraction = attraction * allowed
-    total = attraction.sum(axis=-2, keepdims=True)
-    base_total = base_weight.sum(axis=-2, keepdims=True)
+    attraction = base_weight * landed_ratio ** (-elasticity)
+    attraction *= reliability**reliability_exponent
+    if allowed is not None:
+        attraction = attraction * allowed
+    total = sum_over_origins(attraction)
+    ok = total > 0.0
+    if ok.all():  # the usual case: no fallback needed
+        attraction /= total
+        return attraction
+    base_total = sum_over_origins(base_weight)
     with np.errstate(divide="ignore", invalid="ignore"):
         fallback = base_weight / np.where(base_total > 0, base_total, 1.0)
         shares = np.where(total > 0.0, attraction / total, fallback)
@@ -118,5 +167,7 @@ def substitution_step(
     by at most max_rate_per_year * years (Sprecher et al. 2017: ~10 %/yr).
     """
     target = max_share * np.maximum(0.0, 1.0 - 1.0 / np.maximum(price_ratio, 1e-12))
-    step = np.clip(target - current, -max_rate_per_year * years, max_rate_per_year * years)
+    limit = max_rate_per_year * years
+    step = np.maximum(target - current, -limit)
+    np.minimum(step, limit, out=step)
     return current + step
