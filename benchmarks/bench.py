@@ -222,8 +222,12 @@ def scaling(horizons: list[int], regions: list[int], reps: int) -> dict[str, lis
         per_rep, _ = time_batches(model([f"run.horizon_years={y}"]), reps, reps, 1)
         out["horizon"].append({"years": y, "per_rep_s": per_rep})
     for n in regions:
-        per_rep, _ = time_batches(model(["run.horizon_years=20"], n_regions=n), reps, reps, 1)
-        out["regions"].append({"regions": n, "per_rep_s": per_rep})
+        m = model(["run.horizon_years=20"], n_regions=n)
+        per_rep, _ = time_batches(m, reps, reps, 1)
+        # trading routes (product, buyer, origin) with a sourcing share: every region trades with
+        # every producer through the world market (openness), so they grow like regions squared
+        routes = int((m[1].base_sourcing > 0).sum())
+        out["regions"].append({"regions": n, "routes": routes, "per_rep_s": per_rep})
     return out
 
 
@@ -233,9 +237,11 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     for ax, key, xkey, label in ((axes[0], "horizon", "years", "horizon, years (9 regions)"),
-                                 (axes[1], "regions", "regions", "regions (20 years)")):
+                                 (axes[1], "regions", "regions", "regions (20 years)"),
+                                 (axes[2], "regions", "routes",
+                                  "trading routes (product x buyer x origin), same runs")):
         xs = [p[xkey] for p in sc[key]]
         ys = [p["per_rep_s"] * 1000 for p in sc[key]]
         ax.plot(xs, ys, "o-", label="critmin, measured")
@@ -245,7 +251,7 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
         ax.set_ylabel("ms per replication (batch of 10)")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle("critmin: time per replication vs horizon and number of regions")
+    fig.suptitle("critmin: time per replication vs horizon, number of regions and of routes")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -300,7 +306,8 @@ def main() -> int:
     h, g = sc["horizon"], sc["regions"]
     r["scaling_growth"] = {
         "horizon_x8_time_x": h[-1]["per_rep_s"] / h[0]["per_rep_s"],
-        "regions_x8_time_x": g[-1]["per_rep_s"] / g[0]["per_rep_s"]}
+        "regions_x8_time_x": g[-1]["per_rep_s"] / g[0]["per_rep_s"],
+        "regions_x8_routes_x": g[-1]["routes"] / g[0]["routes"]}
     plot_scaling(sc, HERE / "scaling.png")
     a.out.write_text(json.dumps(r, indent=2))
     print_table(r)
@@ -335,7 +342,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{a['seconds']:.1f} s")
     g = r["scaling_growth"]
     print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
-          f"regions x8 -> time x{g['regions_x8_time_x']:.1f}")
+          f"regions x8 -> time x{g['regions_x8_time_x']:.1f} (trading routes "
+          f"x{g['regions_x8_routes_x']:.0f})")
 
 
 if __name__ == "__main__":
