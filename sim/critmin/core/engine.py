@@ -237,8 +237,6 @@ class Simulation:
         self._init_calendar_years()
 
         # --- levers (core/policy.py) ----------------------------------------------
-        self.route_index4 = np.arange(R * N * N * K).reshape(R, N, N, K)
-        self.slot_size4 = R * N * N * K
         self.controls = ExportControls(self, lv.export_controls) if lv.export_controls else None
         self.terms = TradeTerms(self, lv) if lv.trade_terms else None
         self.piles = Stockpiles(self, lv) if lv.stockpiles else None
@@ -583,11 +581,8 @@ class Simulation:
         self.pipes[:, s:] += due[:, :Lp - s]
         self.pipes[:, :s] += due[:, Lp - s:]
         if self.terms is not None and offer is not None:
-            qty = load[0]
-            mi = self.month_of_tick[t]
-            self.rec["tariff_revenue"][:, mi] += qty * self.terms.duty_per_kg(offer) * 1000
-            self.rec["discount_cost"][:, mi] += qty * (offer / np.maximum(
-                1.0 - self.terms.discount[None], 1e-12)) * self.terms.discount[None] * 1000
+            self.terms.charge(load[0], offer, self.rec["tariff_revenue"], self.rec["discount_cost"],
+                              self.month_of_tick[t])
 
     def _update_reliability(self, orders: np.ndarray, delivered: np.ndarray) -> None:
         """Buyers' memory of the share of their orders each route delivered.

@@ -70,8 +70,21 @@ class ExportControls:
         longest = max((c.delay_mean_days * float(lognormal_factor(4.0, c.delay_cv)) for c in lic),
                       default=0.0)
         self.LL = int(np.ceil(longest / dt_days)) + 2
-        self.queue = np.zeros((self.LL, R, N, N, K)) if lic else np.zeros((1, R, N, N, K))
-        self.queue_prov = np.zeros_like(self.queue)
+        # The queue [slot, R, dest, origin, K] holds only the destinations a licensing control
+        # covers (`lic_dests`): elsewhere it would stay zero. Summing it over slots and
+        # destinations (held_at_origin) then adds the same non-zero terms in the same order,
+        # at a fraction of the cost.
+        lic_cover = np.zeros((N, N, K), dtype=bool)
+        for c in lic:
+            lic_cover |= c.cover
+        self.lic_dests = np.flatnonzero(lic_cover.any(axis=(1, 2)))
+        nD = len(self.lic_dests)
+        self.dest_pos = np.zeros(N, dtype=np.int64)  # a licensed destination's place in the queue
+        self.dest_pos[self.lic_dests] = np.arange(nD)
+        # [quantity, provenance-traced part] in one array, so a tick moves both in one call
+        self.queues = np.zeros((2, self.LL if lic else 1, R, nD, N, K))
+        self.queue, self.queue_prov = self.queues  # views
+        self.queue_slot_size = R * nD * N * K
         self.delay_rng = [stream(sim.seed, int(rep), "licence/delay") for rep in sim.reps]
         self.approve_rng = [stream(sim.seed, int(rep), "licence/approval") for rep in sim.reps]
         self.quota_used = np.zeros((R, C))
@@ -158,6 +171,23 @@ class ExportControls:
                 self.lic_mean = np.where(c.cover, c.delay_mean_days, self.lic_mean)
                 self.lic_cv = np.where(c.cover, c.delay_cv, self.lic_cv)
                 self.lic_approval = np.where(c.cover, approval[:, None, None], self.lic_approval)
+        # what the per-tick rules need of the masks, made once per change rather than each tick
+        self._delivered = 1.0 - self.licensing * (1.0 - self.lic_approval)
+        lic = np.flatnonzero(self.licensing.reshape(-1))  # elements of [R, dest, origin, K]
+        self.lic_elems = lic
+        if lic.size:
+            N, K = self.sim.N, self.sim.K
+            r, route = np.divmod(lic, N * N * K)  # route: flat [dest, origin, K]
+            d, o_k = np.divmod(route, N * K)  # o_k: flat [origin, K]
+            # the delay's lognormal terms as lognormal_factor makes them (same shapes and order)
+            cv = self.lic_cv[None]
+            sig = np.sqrt(np.log1p(np.square(cv)))
+            self.lic_sig = sig.reshape(-1)[route]
+            self.lic_half_var = (0.5 * sig * sig).reshape(-1)[route]
+            self.lic_elem_mean = self.lic_mean.reshape(-1)[route]
+            self.lic_rd = r * N + d  # (replication, destination) of each element's delay draw
+            # its flat index in one queue slot [R, licensed dest, origin, K]
+            self.lic_qbase = (r * len(self.lic_dests) + self.dest_pos[d]) * (N * K) + o_k
 
     # ---- per-tick rules -------------------------------------------------------------------
     def allowed(self) -> np.ndarray:
@@ -206,40 +236,53 @@ class ExportControls:
 
     def delivered_share(self) -> np.ndarray:
         """Share of direct shipments buyers expect to arrive (licences may be refused)."""
-        return 1.0 - self.licensing * (1.0 - self.lic_approval)
+        return self._delivered  # made by _refresh
 
     def queue_for_licences(self, t: int, shipped: np.ndarray, prov: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray]:
         """Put shipments on licensed routes in the licence queue; return the rest."""
-        if not self.has_licensing or not self.licensing.any():
+        lic = self.lic_elems  # the licensed elements of [R, dest, origin, K] (_refresh)
+        if not self.has_licensing or not lic.size:
             return shipped, prov
         sim = self.sim
-        z = np.stack([rng.standard_normal(sim.N) for rng in self.delay_rng])  # R, dest
-        days = self.lic_mean[None] * lognormal_factor(z[:, :, None, None], self.lic_cv[None])
+        # one delay draw per replication and destination, as ever (same streams, same sizes)
+        z = np.empty((sim.R, sim.N))
+        for r, rng in enumerate(self.delay_rng):
+            z[r] = rng.standard_normal(sim.N)
+        # delays only where licensed: each element is computed with the operations of
+        # lognormal_factor, in the same order, so it is the same number
+        days = self.lic_elem_mean * np.exp(self.lic_sig * z.reshape(-1)[self.lic_rd]
+                                           - self.lic_half_var)
         ticks = np.rint(days / sim.cal.tick_days)
         np.maximum(ticks, 1, out=ticks)  # np.clip(ticks, 1, LL - 1), without its overhead
         np.minimum(ticks, self.LL - 1, out=ticks)
-        ticks = ticks.astype(np.int64)
-        held = shipped * self.licensing
-        slots = ((t + ticks) % self.LL) * sim.slot_size4 + sim.route_index4
-        size = self.queue.size
-        self.queue.reshape(-1)[:] += np.bincount(slots.reshape(-1), held.reshape(-1), minlength=size)
-        held_prov = prov * self.licensing
-        self.queue_prov.reshape(-1)[:] += np.bincount(slots.reshape(-1), held_prov.reshape(-1),
-                                                      minlength=size)
-        return shipped - held, prov - held_prov
+        slots = ((t + ticks.astype(np.int64)) % self.LL) * self.queue_slot_size + self.lic_qbase
+        # each element goes to its own queue cell (no two share one), so a plain indexed add
+        # is exact; elsewhere the licensing mask is 0 and nothing is held
+        cells = np.concatenate((slots, slots + self.queue.size))  # quantity, provenance halves
+        self.queues.reshape(-1)[cells] += np.concatenate((shipped.reshape(-1)[lic],
+                                                          prov.reshape(-1)[lic]))
+        free, free_prov = shipped.copy(), prov.copy()
+        free.reshape(-1)[lic] = 0.0
+        free_prov.reshape(-1)[lic] = 0.0
+        return free, free_prov
 
     def decide_licences(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Licences decided this tick: (approved, approved provenance, refused, refused prov)."""
+        """Licences decided this tick: (approved, approved provenance, refused, refused prov),
+        each [R, dest, origin, K]."""
         slot = t % self.LL
-        due = self.queue[slot].copy()
-        due_prov = self.queue_prov[slot].copy()
-        self.queue[slot] = 0.0
-        self.queue_prov[slot] = 0.0
+        due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, origin, K]
+        self.queues[:, slot] = 0.0
         sim = self.sim
-        u = np.stack([rng.random((sim.N, sim.N, sim.K)) for rng in self.approve_rng])
-        ok = (u < self.lic_approval[None]).astype(float)
-        return due * ok, due_prov * ok, due * (1 - ok), due_prov * (1 - ok)
+        u = np.empty((sim.R, sim.N, sim.N, sim.K))
+        for r, rng in enumerate(self.approve_rng):  # every draw, as ever
+            u[r] = rng.random((sim.N, sim.N, sim.K))
+        dests = self.lic_dests
+        ok = (u[:, dests] < self.lic_approval[None, dests]).astype(float)
+        out = np.zeros((2, 2, sim.R, sim.N, sim.N, sim.K))  # zero off licensed destinations
+        out[0][:, :, dests] = due * ok
+        out[1][:, :, dests] = due * (1 - ok)
+        return out[0, 0], out[0, 1], out[1, 0], out[1, 1]
 
     def held_at_origin(self) -> np.ndarray:
         """Tonnes waiting for a licence, by exporter: [R, origin, K]."""
@@ -270,6 +313,7 @@ class TradeTerms:
         self.disc_routes = np.zeros((N, N, K), dtype=bool)
         for d in levers.export_discounts:
             self.disc_routes |= d.cover
+        self._refresh()  # nothing in force yet: zero rates (and the derived arrays)
 
     def processes(self):
         for i in range(len(self.lv.tariffs)):
@@ -309,14 +353,45 @@ class TradeTerms:
         for d, on in zip(self.lv.export_discounts, self.disc_on, strict=True):
             if on:
                 self.discount = np.maximum(self.discount, d.cover * d.share)
+        self.keep = 1.0 - self.discount  # share of the origin price an exporter charges
+        # flat routes [dest, origin, K] where a duty or a discount can be non-zero now: on the
+        # others charge() would add zeros, so it skips them
+        e = self.duty_routes_now = np.flatnonzero((self.rate != 0) | (self.min_price != 0))
+        self.rate_now, self.min_price_now = self.rate.reshape(-1)[e], self.min_price.reshape(-1)[e]
+        e = self.disc_routes_now = np.flatnonzero(self.discount != 0)
+        self.discount_now = self.discount.reshape(-1)[e]
+        self.discount_div_now = np.maximum(1.0 - self.discount_now, 1e-12)
+        self._duty_of = None  # (offer, its duty on duty_routes_now), see charge()
 
     def offer_price(self, origin_price: np.ndarray) -> np.ndarray:
         """Price an exporter charges on each route: [R, dest, origin, K] US$/kg."""
-        return origin_price[:, None, :, :] * (1.0 - self.discount[None])
+        return origin_price[:, None, :, :] * self.keep[None]
 
     def duty_per_kg(self, offer: np.ndarray) -> np.ndarray:
         """Import duty on each route: ad valorem plus the club's top-up to its minimum price."""
         return offer * self.rate[None] + np.maximum(0.0, self.min_price[None] - offer)
+
+    def charge(self, qty: np.ndarray, offer: np.ndarray, tariff_revenue: np.ndarray,
+               discount_cost: np.ndarray, mi: int) -> None:
+        """Add the duties and discounts on shipments `qty` [R, dest, origin, K] t sold at
+        `offer` to month `mi` of the records [R, month, dest, origin, K] US$.
+
+        Only routes with a duty or a discount in force are computed; each of their elements
+        gets the arithmetic of duty_per_kg, in the same order, so the sums are unchanged."""
+        R = qty.shape[0]
+        q, o = qty.reshape(R, -1), offer.reshape(R, -1)
+        e = self.duty_routes_now
+        if e.size:
+            # a tick ships up to three loads at one offer (an unchanged array): duty it once
+            if self._duty_of is None or self._duty_of[0] is not offer:
+                oe = o[:, e]
+                self._duty_of = (offer, oe * self.rate_now + np.maximum(0.0, self.min_price_now - oe))
+            tariff_revenue.reshape(R, tariff_revenue.shape[1], -1)[:, mi, e] += \
+                q[:, e] * self._duty_of[1] * 1000
+        e = self.disc_routes_now
+        if e.size:
+            discount_cost.reshape(R, discount_cost.shape[1], -1)[:, mi, e] += \
+                q[:, e] * (o[:, e] / self.discount_div_now) * self.discount_now * 1000
 
 
 # ------------------------------------------------------------------------- stockpiles
@@ -338,6 +413,21 @@ class Stockpiles:
         self.holder_cols = np.array([sp.holder * K for sp in piles], dtype=np.int64)
         self.orders = np.zeros((R, P, sim.N, K))
         self.any_members_only = any(sp.members_only for sp in piles)
+        # per-pile constants of the per-tick rules, made once (each as the rule computed it)
+        td, years = sim.cal.tick_days, sim.cal.tick_days / 365.25
+        self.most_per_use = [sp.max_purchase_days_per_year / 365.25 * td for sp in piles]
+        # the highest price a pile pays by origin; -inf where it does not buy (never cheap)
+        self.cap_price = [np.where(sp.buy_origins[:, None], sp.price_cap_multiple * sim.p0_origin,
+                                   -np.inf) for sp in piles]
+        self.interest = [sp.loan_usd * sp.loan_rate_per_year * years for sp in piles]
+        self.fees = [np.full((R, 1), sp.member_fees_usd_per_year * years) for sp in piles]
+        markets = [sim.w.region_market[sp.holder] for sp in piles]
+        self.holder_market = markets
+        self.price_cols = [m * K + np.arange(K) for m in markets]  # flat (market, product)
+        self.p0_holder = [sim.p0_flat[c] for c in self.price_cols]
+        self.sale_price = [sim.w.price0_usd_per_kg[m][None] * sp.sale_price_multiple
+                           for m, sp in zip(markets, piles, strict=True)]
+        self.ordering = False  # whether any order was placed this tick (else receive is a no-op)
 
     def total_by_product(self) -> np.ndarray:
         return self.level.sum(axis=1)
@@ -348,7 +438,7 @@ class Stockpiles:
     def release_to_market(self, need: np.ndarray, stock: np.ndarray, prices: np.ndarray) -> None:
         """Reserves open to all users top up their region's input stock in a shortage (or sell
         above a price trigger); `need` and `stock` are [R, N*K] and `stock` is updated."""
-        sim, K = self.sim, self.sim.K
+        K = self.sim.K
         for p, sp in enumerate(self.piles):
             if sp.members_only:
                 continue
@@ -357,8 +447,7 @@ class Stockpiles:
             gap = np.maximum(0.0, nd - st)
             with np.errstate(divide="ignore", invalid="ignore"):
                 short = (nd > 0) & (gap / np.where(nd > 0, nd, 1.0) > sp.release_shortfall)
-            price_x = prices[:, sim.w.region_market[sp.holder] * K + np.arange(K)] \
-                / sim.p0_flat[sim.w.region_market[sp.holder] * K + np.arange(K)]
+            price_x = prices[:, self.price_cols[p]] / self.p0_holder[p]
             dear = price_x > sp.release_price_multiple
             cap = self.level[:, p] * self.release_tick_share[p]
             qty = np.where(sp.products, np.minimum(cap, np.where(short, gap, 0.0) + np.where(dear, cap, 0.0)),
@@ -408,10 +497,10 @@ class Stockpiles:
         if to_stock_cols is not None:
             stock[:, to_stock_cols] += qty
             sim.in_prov.reshape(sim.R, -1)[:, to_stock_cols] += qty * share
-        m = sim.w.region_market[sp.holder]
-        price = np.exp(sim.log_price[:, m])  # R, K
-        if not np.isnan(sp.sale_price_multiple):
-            price = sim.w.price0_usd_per_kg[m][None] * sp.sale_price_multiple
+        if np.isnan(sp.sale_price_multiple):  # sold at the market price
+            price = np.exp(sim.log_price[:, self.holder_market[p]])  # R, K
+        else:
+            price = self.sale_price[p]
         sim.record_lever("stockpile_release", p, qty)
         sim.record_lever("stockpile_cash_received", p, (qty * price).sum(axis=1, keepdims=True) * 1000)
 
@@ -421,17 +510,20 @@ class Stockpiles:
         sim = self.sim
         R, N, K = sim.R, sim.N, sim.K
         self.orders = np.zeros((R, len(self.piles), N, K))
+        self.ordering = False
         for p, sp in enumerate(self.piles):
             if not self._active(p):
                 continue
+            self.ordering = True
             d = sp.holder
             per_day = use_exp[:, d] / sim.cal.tick_days  # R, K
             target = sp.target_days * per_day
-            most = sp.max_purchase_days_per_year / 365.25 * sim.cal.tick_days * per_day
+            most = self.most_per_use[p] * per_day
             want = np.minimum(most, np.maximum(0.0, target - self.level[:, p]) * sim.a_stock)
             want = np.where(sp.products[None] & ~self.releasing[:, p], want, 0.0)
-            cheap = origin_price <= sp.price_cap_multiple * sim.p0_origin[None]  # R, o, K
-            weight = sourcing[:, d] * origin_ok[:, d] * cheap * sp.buy_origins[None, :, None]
+            # cheap enough, from an origin it buys from (x * a * b is x * (a & b) for flags)
+            cheap = origin_price <= self.cap_price[p][None]  # R, o, K
+            weight = sourcing[:, d] * origin_ok[:, d] * cheap
             total = weight.sum(axis=1, keepdims=True)
             weight = np.divide(weight, total, out=np.zeros_like(weight), where=total > 0)
             order = weight * want[:, None, :]  # R, o, K
@@ -443,6 +535,8 @@ class Stockpiles:
 
     def receive(self, fill: np.ndarray, prov_share: np.ndarray, origin_price: np.ndarray) -> np.ndarray:
         """Take delivery of filled orders at the origin; returns tonnes taken [R, origin, K]."""
+        if not self.ordering:  # no pile is buying yet: all of the below would add zeros
+            return np.zeros_like(fill)
         got = self.orders * fill[:, None]
         bought = got.sum(axis=2)  # R, P, K
         self.level += bought
@@ -461,13 +555,10 @@ class Stockpiles:
         for p, sp in enumerate(self.piles):
             if not self._active(p):
                 continue
-            m = sim.w.region_market[sp.holder]
-            value = (self.level[:, p] * np.exp(sim.log_price[:, m])).sum(axis=1) * 1000
+            value = (self.level[:, p] * np.exp(sim.log_price[:, self.holder_market[p]])).sum(axis=1) * 1000
             hold = value * sp.holding_cost_share_per_year * years
-            interest = np.full(sim.R, sp.loan_usd * sp.loan_rate_per_year * years)
-            fees = np.full(sim.R, sp.member_fees_usd_per_year * years)
-            sim.record_lever("stockpile_cash_spent", p, (hold + interest)[:, None])
-            sim.record_lever("stockpile_cash_received", p, fees[:, None])
+            sim.record_lever("stockpile_cash_spent", p, (hold + self.interest[p])[:, None])
+            sim.record_lever("stockpile_cash_received", p, self.fees[p])
 
 
 # ------------------------------------------------------------------------- price floors

@@ -1,0 +1,66 @@
+"""The levers' fast paths (core/policy.py) compute exactly what the plain numpy forms they
+replace compute: results must not move by one ulp (a change in one price makes a run diverge)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from critmin.core.levers import ExportDiscount, Levers, PriceClub, Tariff
+from critmin.core.policy import TradeTerms, lognormal_factor
+
+
+def test_licence_queue_over_licensed_destinations_sums_like_the_full_queue():
+    """The queue keeps only destinations a licensing control covers; its sums over slots and
+    destinations (held_at_origin, held_by_product) add the same terms in the same order."""
+    rng = np.random.default_rng(1)
+    LL, R, N, K = 13, 3, 9, 5
+    for dests in ([2], [1, 4, 7], list(range(N))):
+        full = np.zeros((LL, R, N, N, K))
+        vals = rng.random((LL, R, len(dests), N, K)) * 10.0 ** rng.integers(-6, 6, (LL, R, len(dests), N, K))
+        full[:, :, dests] = vals * (rng.random(vals.shape) > 0.4)
+        compact = np.ascontiguousarray(full[:, :, dests])
+        assert np.array_equal(compact.sum(axis=(0, 2)), full.sum(axis=(0, 2)))
+        assert np.array_equal(compact.sum(axis=(0, 2, 3)), full.sum(axis=(0, 2, 3)))
+
+
+def test_licence_delays_on_licensed_elements_equal_the_full_array_form():
+    """Delays are computed only where licensed; each element must be the same number."""
+    rng = np.random.default_rng(2)
+    R, N, K = 4, 9, 5
+    mean = rng.uniform(10, 90, (N, N, K))
+    cv = rng.uniform(0.0, 1.5, (N, N, K))
+    z = rng.standard_normal((R, N))
+    full = mean[None] * lognormal_factor(z[:, :, None, None], cv[None])
+    elems = np.flatnonzero(rng.random(R * N * N * K) > 0.8)
+    r, route = elems // (N * N * K), elems % (N * N * K)
+    d = route // (N * K)
+    sig = np.sqrt(np.log1p(np.square(cv[None])))
+    part = mean.reshape(-1)[route] * np.exp(sig.reshape(-1)[route] * z[r, d]
+                                            - (0.5 * sig * sig).reshape(-1)[route])
+    assert np.array_equal(part, full.reshape(-1)[elems])
+
+
+def test_duties_and_discounts_charged_on_covered_routes_equal_the_full_array_form():
+    rng = np.random.default_rng(3)
+    R, N, K, MT = 3, 6, 4, 5
+    cover = lambda p: rng.random((N, N, K)) < p  # noqa: E731
+    lv = Levers(
+        tariffs=(Tariff("t", cover(0.3), ((0.0, 0.25),)),),
+        price_clubs=(PriceClub("c", cover(0.3), rng.uniform(5, 50, K), 0.0, np.inf),),
+        export_discounts=(ExportDiscount("d", cover(0.3), 0.2, 0.0, np.inf),),
+    )
+    terms = TradeTerms(SimpleNamespace(N=N, K=K), lv)
+    terms.tariff_rate[0], terms.club_on[0], terms.disc_on[0] = 0.25, True, True
+    terms._refresh()
+    tariff, discount = np.zeros((R, MT, N, N, K)), np.zeros((R, MT, N, N, K))
+    want_t, want_d = tariff.copy(), discount.copy()
+    for mi in (0, 0, 3):
+        offer = terms.offer_price(rng.uniform(1, 60, (R, N, K)))
+        for _ in range(3):  # a tick ships several loads at one offer
+            qty = rng.random((R, N, N, K)) * (rng.random((R, N, N, K)) > 0.3)
+            terms.charge(qty, offer, tariff, discount, mi)
+            want_t[:, mi] += qty * terms.duty_per_kg(offer) * 1000
+            want_d[:, mi] += qty * (offer / np.maximum(
+                1.0 - terms.discount[None], 1e-12)) * terms.discount[None] * 1000
+    assert np.array_equal(tariff, want_t) and np.array_equal(discount, want_d)
+    assert tariff.any() and discount.any()
