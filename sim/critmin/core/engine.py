@@ -217,23 +217,20 @@ class Simulation:
             self.noise[r] = np.maximum(0.0, 1.0 + w.demand_noise_sd * z)
         self.n_reviews = int(cal.horizon_days // tr.review_days) + 2
         sig = np.sqrt(np.log1p(tr.transit_cv**2))
-        transit_z = np.empty((R, self.n_reviews, N, N))
-        for r, rep in enumerate(self.reps):
-            transit_z[r] = stream(self.seed, int(rep), "transit").standard_normal(
-                (self.n_reviews, N, N)
-            )
         self.transit_sigma = sig
         self.lead_max = int(
             np.ceil(w.transit_days.max() * np.exp(4 * sig - 0.5 * sig**2) / dt_days)
         ) + 1
         # transit times of every contract review, in ticks [review, R, dest, origin]: drawn
-        # up front, as the same arithmetic per review would give (see review_contracts)
-        days = w.transit_days[None, None] * np.exp(
-            sig * np.ascontiguousarray(transit_z.transpose(1, 0, 2, 3)) - 0.5 * sig * sig)
-        lead = np.rint(days / dt_days)
-        np.maximum(lead, 1, out=lead)
-        np.minimum(lead, self.lead_max, out=lead)
-        self.review_lead_ticks = lead.astype(np.int64)
+        # up front, as the same arithmetic per review would give (see review_contracts), one
+        # replication at a time so that no float temporaries of the full size are held
+        self.review_lead_ticks = np.empty((self.n_reviews, R, N, N), dtype=np.int64)
+        for r, rep in enumerate(self.reps):
+            z = stream(self.seed, int(rep), "transit").standard_normal((self.n_reviews, N, N))
+            lead = np.rint(w.transit_days[None] * np.exp(sig * z - 0.5 * sig * sig) / dt_days)
+            np.maximum(lead, 1, out=lead)
+            np.minimum(lead, self.lead_max, out=lead)
+            self.review_lead_ticks[:, r] = lead
         self._init_calendar_years()
 
         # --- levers (core/policy.py) ----------------------------------------------
