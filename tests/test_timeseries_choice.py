@@ -42,3 +42,16 @@ def test_a_bad_choice_is_named_in_one_line(choice, message):
     with pytest.raises(UserError) as e:
         compose([f"run.timeseries={choice}"])
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_supply_by_origin_means_count_missing_routes_as_zero():
+    from critmin.plots import mean_supply_by_origin
+
+    # replication 0's batch had no flow on JPN->USA (no rows); replication 1 shipped 10 t
+    ts = pd.DataFrame({
+        "replication": [0, 1, 0, 1], "date": ["2025-01-01"] * 4,
+        "region": ["USA"] * 4, "origin": ["CHN", "CHN", "USA", "JPN"],
+        "product": ["magnet"] * 4, "variable": ["supply_by_origin"] * 4,
+        "value": [4.0, 6.0, 2.0, 10.0]})
+    mean = mean_supply_by_origin(ts, "magnet").set_index("origin")["value"]
+    assert mean.to_dict() == {"CHN": 5.0, "JPN": 5.0, "USA": 1.0}

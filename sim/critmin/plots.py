@@ -76,9 +76,20 @@ def plot_unmet(ts: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_supply_by_origin(ts: pd.DataFrame, path: Path, title: str, product: str) -> None:
+def mean_supply_by_origin(ts: pd.DataFrame, product: str) -> pd.DataFrame:
+    """Mean over replications of supply by origin: region, origin, date, value.
+
+    A route without flow in a batch has no rows there (docs/results.md): its missing
+    rows are zeros, so the mean divides by every replication, not only those with rows.
+    """
     d = ts[(ts.variable == "supply_by_origin") & (ts["product"] == product)]
-    mean = d.groupby(["region", "origin", "date"], observed=True)["value"].mean().reset_index()
+    n_reps = max(1, ts.replication.nunique())
+    return (d.groupby(["region", "origin", "date"], observed=True)["value"].sum()
+            / n_reps).reset_index()
+
+
+def plot_supply_by_origin(ts: pd.DataFrame, path: Path, title: str, product: str) -> None:
+    mean = mean_supply_by_origin(ts, product)
     regions = [r for r, g in mean.groupby("region", observed=True) if g.value.sum() > 0]
     fig, axes = _grid(max(1, len(regions)))
     origins = sorted(mean.origin.unique())
