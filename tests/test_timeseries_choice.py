@@ -55,3 +55,25 @@ def test_supply_by_origin_means_count_missing_routes_as_zero():
         "value": [4.0, 6.0, 2.0, 10.0]})
     mean = mean_supply_by_origin(ts, "magnet").set_index("origin")["value"]
     assert mean.to_dict() == {"CHN": 5.0, "JPN": 5.0, "USA": 1.0}
+
+
+def test_compare_says_in_one_line_when_jobs_kept_no_series(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def critmin(*args):
+        return subprocess.run([sys.executable, "-m", "critmin.cli", *args], cwd=tmp_path,
+                              env={**os.environ, "CRITMIN_HOME": str(root)},
+                              capture_output=True, text=True, timeout=600)
+
+    p = critmin("sweep", "run.seed=1,2", "run.replications=2", "run.horizon_years=1",
+                "run.timeseries=none", "--dir", "s", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    p = critmin("compare", "s")
+    assert p.returncode == 2
+    assert "wrote no price series" in p.stderr and "run.timeseries=compare or all" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
