@@ -86,10 +86,6 @@ class CachingConfigLoader(ConfigLoader):
     def __getstate__(self) -> dict[str, Any]:  # sent to launcher workers without compositions
         return {"delegate": self.delegate, "_cache": None}
 
-    @property
-    def repository(self) -> Any:
-        return getattr(self.delegate, "repository", None)
-
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]
                           ) -> DictConfig:
         # as ConfigLoaderImpl.load_sweep_config, composing through the cache

@@ -367,9 +367,14 @@ class TradeTerms:
         """Price an exporter charges on each route: [R, dest, origin, K] US$/kg."""
         return origin_price[:, None, :, :] * self.keep[None]
 
+    @staticmethod
+    def _duty(offer: np.ndarray, rate: np.ndarray, min_price: np.ndarray) -> np.ndarray:
+        """Duty per kg: ad valorem plus the club's top-up to its minimum price."""
+        return offer * rate + np.maximum(0.0, min_price - offer)
+
     def duty_per_kg(self, offer: np.ndarray) -> np.ndarray:
-        """Import duty on each route: ad valorem plus the club's top-up to its minimum price."""
-        return offer * self.rate[None] + np.maximum(0.0, self.min_price[None] - offer)
+        """Import duty on each route [R, dest, origin, K] US$/kg."""
+        return self._duty(offer, self.rate[None], self.min_price[None])
 
     def charge(self, qty: np.ndarray, offer: np.ndarray, tariff_revenue: np.ndarray,
                discount_cost: np.ndarray, mi: int) -> None:
@@ -377,15 +382,14 @@ class TradeTerms:
         `offer` to month `mi` of the records [R, month, dest, origin, K] US$.
 
         Only routes with a duty or a discount in force are computed; each of their elements
-        gets the arithmetic of duty_per_kg, in the same order, so the sums are unchanged."""
+        gets the arithmetic of duty_per_kg (_duty), so the sums are unchanged."""
         R = qty.shape[0]
         q, o = qty.reshape(R, -1), offer.reshape(R, -1)
         e = self.duty_routes_now
         if e.size:
             # a tick ships up to three loads at one offer (an unchanged array): duty it once
             if self._duty_of is None or self._duty_of[0] is not offer:
-                oe = o[:, e]
-                self._duty_of = (offer, oe * self.rate_now + np.maximum(0.0, self.min_price_now - oe))
+                self._duty_of = (offer, self._duty(o[:, e], self.rate_now, self.min_price_now))
             tariff_revenue.reshape(R, tariff_revenue.shape[1], -1)[:, mi, e] += \
                 q[:, e] * self._duty_of[1] * 1000
         e = self.disc_routes_now
