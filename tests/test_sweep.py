@@ -66,6 +66,10 @@ def test_sweep_writes_one_complete_folder_per_job(swept):
     for folder in jobs.values():
         for name in ("manifest.json", "kpis.csv", "timeseries.parquet"):
             assert (folder / name).exists(), (folder.name, name)
+        # the config-group choices are in the manifest (no .hydra/ folder per job)
+        choices = json.loads((folder / "manifest.json").read_text())["choices"]
+        assert choices["package"] in folder.name and choices["world"] == "rare_earths"
+        assert not (folder / ".hydra").exists()
     table = pd.read_csv(sweep / "jobs.csv")
     assert list(table.status) == ["complete"] * 4
     record = json.loads((sweep / "sweep.json").read_text())
@@ -306,3 +310,19 @@ def test_compare_a_one_job_sweep_and_two_sweeps_together(swept, tmp_path):
     one = table[table.sweep == "one"]
     assert set(one.package) == {"none"} and set(one["levers/export_control"]) == {"none"}
     assert set(table.sweep) == {"s", "one"}
+
+
+def test_config_group_choices_come_from_the_manifest_or_an_older_jobs_hydra_record(tmp_path):
+    from critmin.aggregate import job_values
+
+    new, old = tmp_path / "jobs" / "new", tmp_path / "jobs" / "old"
+    for job in (new, old):
+        job.mkdir(parents=True)
+    (new / "manifest.json").write_text(json.dumps(
+        {"overrides": [], "choices": {"package": "full"}, "config": {"run": {"seed": 1}}}))
+    (old / "manifest.json").write_text(json.dumps({"overrides": [], "config": {"run": {"seed": 2}}}))
+    (old / ".hydra").mkdir()
+    (old / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      package: none\n")
+    values = job_values(tmp_path, [new, old], ["package", "run.seed"])
+    assert values == {"new": {"package": "full", "run.seed": "1"},
+                      "old": {"package": "none", "run.seed": "2"}}

@@ -77,3 +77,19 @@ def test_compare_says_in_one_line_when_jobs_kept_no_series(tmp_path):
     assert p.returncode == 2
     assert "wrote no price series" in p.stderr and "run.timeseries=compare or all" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_each_row_group_holds_one_variable_and_says_which(tmp_path):
+    """Readers filtering on a variable (critmin compare) skip the other row groups."""
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "run"
+    run_job(compose([*SMALL, "run.timeseries=compare"]), folder)
+    meta = pq.ParquetFile(folder / "timeseries.parquet").metadata
+    names = meta.schema.names
+    seen = set()
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(names.index("variable")).statistics
+        assert stats is not None and stats.has_min_max and stats.min == stats.max
+        seen.add(stats.min)
+    assert seen == set(PRESETS["compare"])

@@ -39,8 +39,11 @@ def completed_jobs(folder: Path) -> list[Path]:
     return sorted(p for p in jobs.iterdir() if (p / MANIFEST).exists())
 
 
-def _choices(job: Path) -> dict[str, str]:
-    """Hydra's config-group choices of a job (package, levers/stockpile, scenario, ...)."""
+def _choices(job: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """Hydra's config-group choices of a job (package, levers/stockpile, scenario, ...): from
+    its manifest, or for a job of critmin 0.x before it recorded them, from `.hydra/`."""
+    if "choices" in manifest:
+        return {str(k): str(v) for k, v in manifest["choices"].items()}
     path = job / ".hydra" / "hydra.yaml"
     if not path.exists():
         return {}
@@ -68,7 +71,7 @@ def job_values(folder: Path, jobs: list[Path], keys: list[str],
                ) -> dict[str, dict[str, str]]:
     """Each job's value of each key: its override, else its config-group choice, else its config.
 
-    The manifest's config and Hydra's record of the choices are read only for a job that
+    The manifest's config and config-group choices are read only for a job that
     did not set a key, one job at a time.
     """
     values: dict[str, dict[str, str]] = {}
@@ -79,8 +82,9 @@ def job_values(folder: Path, jobs: list[Path], keys: list[str],
         row = {k: overrides[k] for k in keys if k in overrides}
         missing = [k for k in keys if k not in row]
         if missing:
-            choices = _choices(job)
-            config = json.loads((job / MANIFEST).read_text()).get("config", {})
+            manifest = json.loads((job / MANIFEST).read_text())
+            choices = _choices(job, manifest)
+            config = manifest.get("config", {})
             for k in missing:
                 row[k] = choices[k] if k in choices else _select(config, k)
         values[job.name] = {k: row[k] for k in keys}

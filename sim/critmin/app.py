@@ -38,11 +38,13 @@ log = logging.getLogger("critmin")
 
 def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
             report: ProgressFile | None = None,
-            config: dict[str, Any] | None = None) -> dict[str, Any]:
+            config: dict[str, Any] | None = None,
+            choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new).
 
     Progress goes to a bar on stderr, or to `report` (a sweep job's progress file).
-    `config` is `job_config(cfg)` if the caller has it already.
+    `config` is `job_config(cfg)` if the caller has it already; `choices` are Hydra's
+    config-group choices (package, levers/..., scenario), recorded in the manifest.
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
@@ -92,6 +94,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         "simpy_events": n_events,
         "runtime_seconds": round(time.time() - started, 3),
         "overrides": list(overrides or []),
+        "choices": dict(choices or {}),
         "uncertain_parameters": [p.name for p in params],
         "files": ["timeseries.parquet", "kpis.csv", *(["parameters.csv"] if params else []),
                   *plots],
@@ -119,7 +122,13 @@ RESULT_FILES = ("timeseries.parquet", "timeseries.parquet.partial", "kpis.csv", 
                 PROGRESS, FAILED)
 
 
-def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
+def hydra_choices() -> dict[str, str]:
+    """The config-group choices of the running Hydra job, e.g. {"package": "stockpiles"}."""
+    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items()}
+
+
+def run_sweep_job(cfg: Any, folder: Path, overrides: list[str],
+                  choices: dict[str, str] | None = None) -> str:
     """One job of a sweep: skip it if complete, else run it; a failure is recorded, not raised.
 
     Returns the job's status: "skipped", "complete" or "failed".
@@ -142,7 +151,7 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str]) -> str:
         for png in folder.glob("*.png"):
             png.unlink()
         report = ProgressFile(folder, int(cfg.run.replications))
-        run_job(cfg, folder, overrides, report=report, config=config)
+        run_job(cfg, folder, overrides, report=report, config=config, choices=choices)
         report(float(cfg.run.replications), force=True)
         return "complete"
     except Exception as e:  # noqa: BLE001 - recorded for the user, the other jobs go on
@@ -178,7 +187,7 @@ def hydra_run(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     folder = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        run_sweep_job(cfg, folder, list(hc.overrides.task))
+        run_sweep_job(cfg, folder, list(hc.overrides.task), hydra_choices())
         return
-    summary = run_job(cfg, folder, list(hc.overrides.task))
+    summary = run_job(cfg, folder, list(hc.overrides.task), choices=hydra_choices())
     _print_summary(folder, summary)
