@@ -44,6 +44,11 @@ def test_cached_composition_equals_hydras(loader, job):
         fast = cache.load("config", [*HYDRA, *job], RunMode.RUN)
         slow = loader.load_configuration("config", [*HYDRA, *job], RunMode.RUN)
         assert plain(fast) == plain(slow)
+        # the copy keeps the schema's types and flags (a wrong type still fails on assignment)
+        for node in ("run", "world", "hydra"):
+            assert OmegaConf.get_type(fast, node) == OmegaConf.get_type(slow, node)
+            assert OmegaConf.is_struct(fast[node]) == OmegaConf.is_struct(slow[node])
+            assert OmegaConf.is_readonly(fast[node]) == OmegaConf.is_readonly(slow[node])
         assert list(fast.hydra.overrides.task) == job
         assert fast.hydra.job.override_dirname == slow.hydra.job.override_dirname
 

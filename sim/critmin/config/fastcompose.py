@@ -11,7 +11,7 @@ Hydra's own settings) once per process, and applies the plain values to a copy t
 way Hydra applies command-line values after composition
 (`ConfigLoaderImpl._apply_overrides_to_config`), then records the overrides in
 `hydra.overrides` and `hydra.job.override_dirname` as Hydra does. A copy costs
-~0.02 s. tests/test_fastcompose.py checks that the result equals Hydra's own
+~0.01 s. tests/test_fastcompose.py checks that the result equals Hydra's own
 composition, Hydra settings included.
 
 `CachingConfigLoader` is a ConfigLoader for Hydra's launchers (set up by critmin's
@@ -20,7 +20,7 @@ sweeper), so each worker process composes each choice of files once.
 
 from __future__ import annotations
 
-import copy
+import pickle
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -36,8 +36,9 @@ class ComposeCache:
 
     def __init__(self, loader: ConfigLoader, size: int = 64) -> None:
         self.loader = loader
-        self.size = size  # compositions kept (each ~1 MB); oldest dropped first
-        self.cache: dict[tuple[Any, ...], DictConfig] = {}
+        self.size = size  # compositions kept (each ~0.3 MB pickled); oldest dropped first
+        # kept pickled: unpickling a copy takes 3 ms, copy.deepcopy 13 ms (the world config)
+        self.cache: dict[tuple[Any, ...], bytes] = {}
         self.parser = OverridesParser.create()
 
     def _is_value(self, o: Override) -> bool:
@@ -58,11 +59,12 @@ class ComposeCache:
         key = (config_name, run_mode, tuple(files))
         base = self.cache.get(key)
         if base is None:
-            base = self.loader.load_configuration(config_name, files, run_mode)
+            base = pickle.dumps(self.loader.load_configuration(config_name, files, run_mode),
+                                protocol=pickle.HIGHEST_PROTOCOL)
             if len(self.cache) >= self.size:
                 self.cache.pop(next(iter(self.cache)))
             self.cache[key] = base
-        cfg = copy.deepcopy(base)
+        cfg: DictConfig = pickle.loads(base)
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         # Hydra's record of the overrides, in the order given (as load_configuration does)
         task = [o for o in parsed if not o.is_hydra_override()]
