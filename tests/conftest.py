@@ -89,12 +89,12 @@ def weekly() -> float:
 
 def build_with_levers(cfg: dict[str, Any], levers: dict[str, Any], calendar: Calendar):
     """World and levers from plain dicts, as `critmin.config.model.build_model` does."""
-    from critmin.config.levers import add_planned_facilities, build_levers
+    from critmin.config.levers import build_levers, with_planned_facilities
     from critmin.config.schema import LeversConfig
 
     world_cfg = OmegaConf.merge(OmegaConf.structured(WorldConfig), OmegaConf.create(cfg))
     lever_cfg = OmegaConf.merge(OmegaConf.structured(LeversConfig), OmegaConf.create(levers))
-    add_planned_facilities(world_cfg, lever_cfg)
+    world_cfg = with_planned_facilities(world_cfg, lever_cfg)
     world = build_world(world_cfg)
     return world, build_levers(lever_cfg, world, calendar, world_cfg)
 

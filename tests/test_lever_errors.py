@@ -175,3 +175,6 @@ def test_capacity_deals_needing_a_new_plant_build():
     _, world, levers = build_model(cfg)
     assert "MYS_separate_ionic_clay_new" in world.facilities
     assert len(levers.capacity_additions) == len(cfg.levers.capacity_additions)
+    # the planned plant goes into a copy: the composed config is left as it was
+    assert "MYS_separate_ionic_clay_new" not in cfg.world.facilities
+    assert build_model(cfg)[1].facilities == world.facilities

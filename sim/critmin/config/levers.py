@@ -7,6 +7,7 @@ Dates become days since the run's start date; an open end is `inf`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -39,21 +40,27 @@ def new_facility_name(region: str, recipe: str) -> str:
     return f"{region}_{recipe}_new"
 
 
-def add_planned_facilities(world_cfg: Any, levers_cfg: Any) -> None:
+def with_planned_facilities(world_cfg: Any, levers_cfg: Any) -> Any:
     """Give every capacity addition a plant to grow: an existing plant of the same recipe in the
-    region, else a new plant of zero capacity named REGION_recipe_new (added to `world_cfg`)."""
+    region, else a new plant of zero capacity named REGION_recipe_new. Returns `world_cfg`
+    itself if no plant is added, else a copy with the new plants (`world_cfg` is not changed;
+    copying the world config only when needed saves ~10 ms per sweep job)."""
+    out = world_cfg
     for name, ca in levers_cfg.capacity_additions.items():
         key = f"levers.capacity_additions.{name}"
-        _one_of(ca.region, list(world_cfg.regions), f"{key}.region")
-        _one_of(ca.recipe, list(world_cfg.recipes), f"{key}.recipe")
+        _one_of(ca.region, list(out.regions), f"{key}.region")
+        _one_of(ca.recipe, list(out.recipes), f"{key}.recipe")
         _share(ca.utilisation, f"{key}.utilisation")
-        if _find_facility(world_cfg, ca.region, ca.recipe) is None:
-            with open_dict(world_cfg):  # composed configs are read-only (struct) by default
-                world_cfg.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
+        if _find_facility(out, ca.region, ca.recipe) is None:
+            if out is world_cfg:
+                out = copy.deepcopy(world_cfg)
+            with open_dict(out):  # composed configs are read-only (struct) by default
+                out.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
                     region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
                     utilisation=float(ca.utilisation),
                     source=f"planned plant of capacity addition {name}",
                 )
+    return out
 
 
 def _find_facility(world_cfg: Any, region: str, recipe: str) -> str | None:
@@ -401,8 +408,8 @@ _INSTANCE_TYPES = {
 
 
 def build_levers(levers_cfg: Any, world: World, cal: Calendar, world_cfg: Any) -> Levers:
-    """Check every lever and compile them; `world` must be built from `world_cfg` after
-    `add_planned_facilities`."""
+    """Check every lever and compile them; `world` must be built from `world_cfg` as
+    `with_planned_facilities` returns it."""
     _check_fields(levers_cfg)
     ctx = _Ctx(world, cal, list(world_cfg.stages))
     lc = levers_cfg

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ..core.levers import Levers
 from ..core.world import World
 from .build import RunSpec, build_run, build_world
-from .levers import add_planned_facilities, build_levers
+from .levers import build_levers, with_planned_facilities
 
 
 def build_model(cfg: Any, check_uncertain: bool = False) -> tuple[RunSpec, World, Levers]:
@@ -17,8 +16,7 @@ def build_model(cfg: Any, check_uncertain: bool = False) -> tuple[RunSpec, World
     With `check_uncertain`, also the declared uncertain parameters and their ranges.
     """
     spec = build_run(cfg)
-    world_cfg = copy.deepcopy(cfg.world)
-    add_planned_facilities(world_cfg, cfg.levers)
+    world_cfg = with_planned_facilities(cfg.world, cfg.levers)
     world = build_world(world_cfg)
     levers = build_levers(cfg.levers, world, spec.calendar, world_cfg)
     if check_uncertain:
