@@ -20,6 +20,7 @@ sweeper), so each worker process composes each choice of files once.
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Any
 
@@ -31,14 +32,39 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
+class _Frozen:
+    """A composed config kept as pickle bytes, to make copies fast (3 ms, where copy.deepcopy
+    takes 13 ms with the world config). Classes (the schema's dataclasses, Hydra plugins'
+    configs) are kept by reference, not looked up by name: Hydra's plugin discovery can
+    import a plugin module twice, and pickle would then refuse its config class."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.classes: list[type] = []
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.persistent_id = self._class_id  # type: ignore[method-assign]
+        pickler.dump(cfg)
+        self.data = buf.getvalue()
+
+    def _class_id(self, obj: Any) -> int | None:
+        if isinstance(obj, type):
+            self.classes.append(obj)
+            return len(self.classes) - 1
+        return None
+
+    def copy(self) -> DictConfig:
+        unpickler = pickle.Unpickler(io.BytesIO(self.data))
+        unpickler.persistent_load = self.classes.__getitem__  # type: ignore[assignment]
+        return unpickler.load()
+
+
 class ComposeCache:
     """Compositions keyed by the overrides that select config files."""
 
     def __init__(self, loader: ConfigLoader, size: int = 64) -> None:
         self.loader = loader
         self.size = size  # compositions kept (each ~0.3 MB pickled); oldest dropped first
-        # kept pickled: unpickling a copy takes 3 ms, copy.deepcopy 13 ms (the world config)
-        self.cache: dict[tuple[Any, ...], bytes] = {}
+        self.cache: dict[tuple[Any, ...], _Frozen] = {}
         self.parser = OverridesParser.create()
 
     def _is_value(self, o: Override) -> bool:
@@ -59,12 +85,11 @@ class ComposeCache:
         key = (config_name, run_mode, tuple(files))
         base = self.cache.get(key)
         if base is None:
-            base = pickle.dumps(self.loader.load_configuration(config_name, files, run_mode),
-                                protocol=pickle.HIGHEST_PROTOCOL)
+            base = _Frozen(self.loader.load_configuration(config_name, files, run_mode))
             if len(self.cache) >= self.size:
                 self.cache.pop(next(iter(self.cache)))
             self.cache[key] = base
-        cfg: DictConfig = pickle.loads(base)
+        cfg = base.copy()
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         # Hydra's record of the overrides, in the order given (as load_configuration does)
         task = [o for o in parsed if not o.is_hydra_override()]
