@@ -107,19 +107,31 @@ def _frame(rep: np.ndarray, dates: np.ndarray, values: np.ndarray, labels: dict[
 
 
 def _grid(replications: Any, *dims: int, keep: np.ndarray | None = None) -> list[np.ndarray]:
-    """Row labels of a flattened [R, *dims] array (C order): replication numbers, then one
-    index per axis; with `keep` (a flat mask), only for the kept elements."""
+    """Row labels of a flattened [R, MT, *rest] array (C order): replication numbers, then one
+    index per axis. With `keep` (a mask over the trailing axes `rest`, the same for every
+    replication and month), only for the kept elements: take the values with `_kept`."""
     reps = np.asarray(replications, dtype=np.int32)
-    shape = (len(reps), *dims)
     if keep is not None:
-        idx = np.unravel_index(np.flatnonzero(keep), shape)
-        return [reps[idx[0]], *(i.astype(np.int32) for i in idx[1:])]
+        MT, rest = dims[0], dims[1:]
+        idx = np.unravel_index(np.flatnonzero(keep), rest)  # the kept cells of one month
+        P = idx[0].size if idx else 0
+        return [np.repeat(reps, MT * P), np.tile(np.repeat(np.arange(MT, dtype=np.int32), P),
+                                                 len(reps)),
+                *(np.tile(i.astype(np.int32), len(reps) * MT) for i in idx)]
+    shape = (len(reps), *dims)
     out = []
     for j, d in enumerate(shape):
         after, before = int(np.prod(shape[j + 1:])), int(np.prod(shape[:j]))
         out.append(np.tile(np.repeat(np.arange(d, dtype=np.int32), after), before))
     out[0] = reps[out[0]]
     return out
+
+
+def _kept(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The elements of [R, MT, *rest] `values` where the mask `keep` over `rest` is true, in
+    the order of `_grid(..., keep=keep)`."""
+    R, MT = values.shape[:2]
+    return values.reshape(R * MT, -1)[:, keep.reshape(-1)].reshape(-1)
 
 
 def lever_labels(world: World, levers: Levers, kind: str) -> tuple[list[str], list[str]]:
@@ -142,13 +154,11 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         kind, unit, per_product, _ = LEVER_SERIES[var]
         names, regions = lever_labels(world, levers, kind)
         I, X = arr.shape[2:]
-        keep = np.ones(arr.shape, dtype=bool)
+        keep = np.ones((I, X), dtype=bool)
         if per_product and kind == "stockpiles":  # only the products each reserve holds
-            held = np.array([p.products for p in levers.stockpiles], dtype=bool)  # I, K
-            keep = np.broadcast_to(held, arr.shape)
-        keep = keep.reshape(-1)
+            keep = np.array([p.products for p in levers.stockpiles], dtype=bool)  # I, K
         rep, mi, i, x = _grid(res.replications, MT, I, X, keep=keep)
-        yield _frame(rep, months[mi], arr.reshape(-1)[keep],
+        yield _frame(rep, months[mi], _kept(arr, keep),
                      {"region": (i, regions),
                       "product": (x, world.products) if per_product else "all",
                       "lever": (i, names)}, var, unit)
@@ -158,17 +168,16 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         if arr is None or var not in series:
             continue
         N, K = len(world.regions), len(world.products)
-        keep = np.broadcast_to(arr.sum((0, 1)) > 0, arr.shape).reshape(-1)
+        keep = arr.sum((0, 1)) > 0
         rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, months[mi5], arr.reshape(-1)[keep],
+        yield _frame(rep5, months[mi5], _kept(arr, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products), "lever": lever}, var, "USD/month")
     if res.licences_pending is not None and "licences_pending" in series:
         N, K = len(world.regions), len(world.products)
-        keep = np.broadcast_to(res.licences_pending.sum((0, 1)) > 0,
-                               res.licences_pending.shape).reshape(-1)
+        keep = res.licences_pending.sum((0, 1)) > 0
         rep4, mi4, n4, k4 = _grid(res.replications, MT, N, K, keep=keep)
-        yield _frame(rep4, months[mi4], res.licences_pending.reshape(-1)[keep],
+        yield _frame(rep4, months[mi4], _kept(res.licences_pending, keep),
                      {"region": (n4, world.regions), "product": (k4, world.products),
                       "lever": "export_controls"}, "licences_pending", "t")
 
@@ -200,9 +209,9 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                 yield _frame(rep, dates, foreign.sum(axis), {"region": region, "product": product},
                              name, "t/month")
     if "supply_by_origin" in series:
-        keep = np.broadcast_to(ship.sum((0, 1)) > 0, ship.shape).reshape(-1)
+        keep = ship.sum((0, 1)) > 0
         rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, months[mi5], ship.reshape(-1)[keep],
+        yield _frame(rep5, months[mi5], _kept(ship, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products)},
                      "supply_by_origin", "t/month")
