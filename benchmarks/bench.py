@@ -186,7 +186,6 @@ def sweep_overhead(kind: str, timeseries: str) -> dict[str, Any]:
 def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
     """Peak memory (tracemalloc) of `critmin aggregate` over N copies of one 20-replication job:
     flat in N if the summary streams job by job from disk."""
-    import shutil
 
     from critmin.aggregate import aggregate
 
@@ -207,7 +206,6 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
                 dst.mkdir(parents=True)
                 for name in ("kpis.csv", "manifest.json"):
                     os.link(job / name, dst / name)
-                shutil.copytree(job / ".hydra", dst / ".hydra")
             tracemalloc.start()
             t0 = time.perf_counter()
             _, rows, _ = aggregate(sweep)
