@@ -1,6 +1,6 @@
 """critmin's benchmark: critmin and the two reference designs, timed in one process run.
 
-    python benchmarks/bench.py                  # the full benchmark (~5 minutes on 2 cores)
+    python benchmarks/bench.py                  # the full benchmark (~10 minutes on 2 cores)
     python benchmarks/bench.py --smoke          # CI guard: fails only on a gross regression
 
 What it measures (one core, medians of repeats; ratios are what count, since
