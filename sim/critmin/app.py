@@ -7,8 +7,9 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,6 +35,7 @@ from .runner import simulate, simulate_uncertain
 from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status
 
 log = logging.getLogger("critmin")
+T = TypeVar("T")
 
 
 def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
@@ -113,7 +115,7 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def timed(self, items: Any) -> Any:
+    def timed(self, items: Iterable[T]) -> Iterator[T]:
         it = iter(items)
         while True:
             t0 = time.perf_counter()

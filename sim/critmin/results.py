@@ -114,7 +114,7 @@ def _grid(replications: Any, *dims: int, keep: np.ndarray | None = None) -> list
     if keep is not None:
         MT, rest = dims[0], dims[1:]
         idx = np.unravel_index(np.flatnonzero(keep), rest)  # the kept cells of one month
-        P = idx[0].size if idx else 0
+        P = idx[0].size
         return [np.repeat(reps, MT * P), np.tile(np.repeat(np.arange(MT, dtype=np.int32), P),
                                                  len(reps)),
                 *(np.tile(i.astype(np.int32), len(reps) * MT) for i in idx)]
