@@ -184,9 +184,9 @@ def sweep_overhead(kind: str, timeseries: str) -> dict[str, Any]:
 
 
 def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
-    """Peak memory (tracemalloc) of `critmin aggregate` over N copies of one 20-replication job:
-    flat in N if the summary streams job by job from disk."""
-
+    """Time and peak memory (tracemalloc) of `critmin aggregate` over N copies of one
+    20-replication job: memory is flat in N if the summary streams job by job from disk.
+    Time is measured in a run of its own (tracemalloc slows Python several times)."""
     from critmin.aggregate import aggregate
 
     out = []
@@ -206,13 +206,22 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
                 dst.mkdir(parents=True)
                 for name in ("kpis.csv", "manifest.json"):
                     os.link(job / name, dst / name)
-            tracemalloc.start()
             t0 = time.perf_counter()
             _, rows, _ = aggregate(sweep)
             wall = time.perf_counter() - t0
+            tracemalloc.start()
+            aggregate(sweep)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            out.append({"jobs": n, "rows": rows, "peak_mib": peak / 2**20, "seconds": wall})
+            # the whole process's peak resident memory (arrow's buffers too), in a process
+            # of its own: flat in N as well if nothing grows with the jobs
+            rss = subprocess.run(
+                [sys.executable, "-c", "import resource, sys; from critmin.aggregate import "
+                 "aggregate; aggregate(sys.argv[1]); "
+                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)", str(sweep)],
+                capture_output=True, text=True, check=True)
+            out.append({"jobs": n, "rows": rows, "peak_mib": peak / 2**20,
+                        "peak_rss_mib": int(rss.stdout.split()[-1]) / 1024, "seconds": wall})
     return out
 
 
@@ -300,7 +309,7 @@ def main() -> int:
         "a_baseline_one_rep_s", "a_baseline_per_rep_default_batch_s", "b_full_package_one_rep_s",
         "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
     r["sweep_overhead"] = [sweep_overhead(kind, ts) for kind in SWEEPS for ts in ("all", "compare")]
-    r["aggregation_memory"] = aggregation_memory([50, 400])
+    r["aggregation_memory"] = aggregation_memory([50, 1000])
     sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
     r["scaling"] = sc
     h, g = sc["horizon"], sc["regions"]
@@ -338,8 +347,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{so['simulation_per_job_s']:.2f} s simulation; fixed per sweep "
               f"{so['fixed_overhead_per_sweep_s']:.1f} s")
     for a in r["aggregation_memory"]:
-        print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): peak {a['peak_mib']:.1f} MiB, "
-              f"{a['seconds']:.1f} s")
+        print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): {a['seconds']:.1f} s; peak "
+              f"{a['peak_mib']:.1f} MiB (tracemalloc), {a['peak_rss_mib']:.0f} MiB resident")
     g = r["scaling_growth"]
     print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
           f"regions x8 -> time x{g['regions_x8_time_x']:.1f} (trading routes "

@@ -326,3 +326,24 @@ def test_config_group_choices_come_from_the_manifest_or_an_older_jobs_hydra_reco
     values = job_values(tmp_path, [new, old], ["package", "run.seed"])
     assert values == {"new": {"package": "full", "run.seed": "1"},
                       "old": {"package": "none", "run.seed": "2"}}
+
+
+def test_aggregate_keeps_missing_kpi_values_missing_and_empty_labels_empty(tmp_path):
+    import pyarrow.parquet as pq
+
+    from critmin.aggregate import aggregate
+
+    job = tmp_path / "jobs" / "a"
+    job.mkdir(parents=True)
+    (job / "manifest.json").write_text(json.dumps({"overrides": ["run.seed=3"], "config": {}}))
+    (job / "kpis.csv").write_text("replication,region,product,lever,kpi,value\n"
+                                  "0,USA,magnet,,time_to_recover_days,nan\n"
+                                  "0,world,all,vault,fiscal_cost_usd,12.5\n")
+    assert aggregate(tmp_path) == (1, 2, [])  # one job: no key varies
+    s = pq.read_table(tmp_path / "summary.parquet").to_pylist()
+    assert s[0] == {"sweep": tmp_path.name, "job": "a", "replication": 0,
+                    "region": "USA", "product": "magnet", "lever": "",
+                    "kpi": "time_to_recover_days", "value": None}
+    assert s[1]["lever"] == "vault" and s[1]["value"] == 12.5
+    csv = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
+    assert list(csv.value) == ["", "12.5"] and list(csv.lever) == ["", "vault"]

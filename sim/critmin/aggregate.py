@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pv
 import pyarrow.parquet as pq
 import yaml
 
@@ -134,26 +135,23 @@ def aggregate(folder: Path) -> tuple[int, int, list[str]]:
                          else pa.string()) for c in columns])
     tmp, tmp_csv = folder / (SUMMARY + ".partial"), folder / (SUMMARY_CSV + ".partial")
     rows = 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, open(tmp_csv, "w") as csv:
-        csv.write(",".join(_csv_cell(c) for c in columns) + "\n")
+    # arrow reads, labels and writes each job's rows (pandas took 10x longer for the CSV)
+    read = pv.ConvertOptions(column_types={c: schema.field(c).type for c in [*KEY, "value"]},
+                             null_values=["", "nan", "NaN"], strings_can_be_null=False)
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, \
+            pv.CSVWriter(tmp_csv, schema) as csv:
         for job in jobs:
-            k = pd.read_csv(job / KPIS, keep_default_na=False,
-                            na_values={"value": ["", "nan", "NaN"]},
-                            dtype={"region": str, "product": str, "lever": str, "kpi": str})
+            k = pv.read_csv(job / KPIS, convert_options=read)
             head = {"sweep": folder.name, "job": job.name, **values[job.name]}
-            for col, val in head.items():
-                k[col] = val
-            k = k[columns]
-            writer.write_table(pa.Table.from_pandas(k, schema=schema, preserve_index=False))
-            k.to_csv(csv, header=False, index=False, float_format="%.10g")
-            rows += len(k)
+            n = k.num_rows
+            table = pa.table({c: pa.repeat(pa.scalar(head[c], pa.string()), n) if c in head
+                              else k.column(c) for c in columns}, schema=schema)
+            writer.write_table(table)
+            csv.write_table(table)
+            rows += n
     os.replace(tmp, folder / SUMMARY)
     os.replace(tmp_csv, folder / SUMMARY_CSV)
     return len(jobs), rows, axes
-
-
-def _csv_cell(text: str) -> str:
-    return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
 def read_summary(folder: Path, filters: list[Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
