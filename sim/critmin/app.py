@@ -21,7 +21,6 @@ from .config.model import build_model
 from .config.paths import config_dir, register_all
 from .config.uncertain import draw, parse_uncertain
 from .core.kpis import compute_kpis
-from .plots import plot_run
 from .results import (
     TimeseriesWriter,
     ensure_fresh,
@@ -83,6 +82,8 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     write_kpis(folder, kpis)
     plots: list[str] = []
     if spec.plots:
+        from .plots import plot_run  # here: matplotlib takes 0.2 s to import, sweeps rarely plot
+
         final = sorted({world.products[k] for k in world.sector_product})
         title = f"{world.name}, scenario {cfg.scenario_name}, {spec.replications} replications"
         plots = [p.name for p in plot_run(folder, title, final, spec.series)]

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
-from scipy import stats
-from scipy.stats import qmc
 
 from .build import ConfigError
 
@@ -48,6 +46,8 @@ class UncertainParam:
 
     def quantile(self, u: np.ndarray) -> np.ndarray:
         """Values at probabilities `u` in [0, 1)."""
+        from scipy import stats  # here, not at import: scipy.stats takes 0.5 s to import
+
         a = self.args
         if self.dist == "uniform":
             return a["low"] + u * (a["high"] - a["low"])
@@ -125,6 +125,8 @@ def latin_hypercube(n_params: int, replications: int, seed: int) -> np.ndarray:
     """[replications, n_params] points in [0, 1): one per stratum 1/replications per axis."""
     if n_params == 0:
         return np.zeros((replications, 0))
+    from scipy.stats import qmc
+
     sampler = qmc.LatinHypercube(d=n_params, seed=np.random.default_rng([seed, LHS_STREAM]))
     return sampler.random(replications)
 
