@@ -95,3 +95,32 @@ def test_a_run_stores_the_draws_and_uses_them(tmp_path):
     expected = draw(params, 4, 12345)
     got = par.pivot(index="replication", columns="parameter", values="value")[[p.name for p in params]]
     np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-9)
+
+
+def test_ranges_are_checked_once_per_model_not_per_seed():
+    """A sweep plans each job with the range check; jobs that differ only in the seed (or the
+    replications, or output settings) share it, other model changes are checked again."""
+    from critmin.config.uncertain import check_ranges
+
+    builds = []
+
+    def build(cfg):
+        builds.append(cfg)
+        return build_model(cfg)
+
+    checked: set[str] = set()
+    params = parse_uncertain(composed("uncertainty=baseline"))
+    check_ranges(composed("uncertainty=baseline", "run.seed=1"), params, build, checked)
+    assert len(builds) == 2 * len(params)
+    check_ranges(composed("uncertainty=baseline", "run.seed=2", "run.replications=7"), params,
+                 build, checked)
+    assert len(builds) == 2 * len(params)
+    check_ranges(composed("uncertainty=baseline", "run.horizon_years=5"), params, build, checked)
+    check_ranges(composed("uncertainty=baseline", "world.demand.growth_per_year=0.1"), params,
+                 build, checked)
+    assert len(builds) == 6 * len(params)
+    # a failing range is never remembered as checked
+    bad = composed("uncertainty=baseline", "uncertain.outage_rate.low=-5")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="uncertain.outage_rate"):
+            check_ranges(bad, parse_uncertain(bad), build_model, checked)

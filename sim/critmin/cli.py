@@ -93,6 +93,7 @@ class Composer:
         from .config.fastcompose import ComposeCache
 
         self._cache = ComposeCache(GlobalHydra.instance().config_loader())
+        self._ranges_checked: set[str] = set()  # uncertain ranges found good (check_ranges)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,7 +112,7 @@ class Composer:
 
         try:
             cfg = self._cache.load("config", overrides, RunMode.RUN)
-            build_model(cfg, check_uncertain=True)
+            build_model(cfg, check_uncertain=True, ranges_checked=self._ranges_checked)
         except ConfigError as e:
             raise UserError(str(e)) from e
         except Exception as e:  # composition errors from Hydra / OmegaConf

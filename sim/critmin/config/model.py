@@ -10,10 +10,12 @@ from .build import RunSpec, build_run, build_world
 from .levers import build_levers, with_planned_facilities
 
 
-def build_model(cfg: Any, check_uncertain: bool = False) -> tuple[RunSpec, World, Levers]:
+def build_model(cfg: Any, check_uncertain: bool = False,
+                ranges_checked: set[str] | None = None) -> tuple[RunSpec, World, Levers]:
     """Check and compile a root config (`CritminConfig`). Raises `ConfigError` on bad input.
 
-    With `check_uncertain`, also the declared uncertain parameters and their ranges.
+    With `check_uncertain`, also the declared uncertain parameters and their ranges;
+    `ranges_checked` remembers the ranges already found good (`check_ranges`).
     """
     spec = build_run(cfg)
     world_cfg = with_planned_facilities(cfg.world, cfg.levers)
@@ -22,5 +24,5 @@ def build_model(cfg: Any, check_uncertain: bool = False) -> tuple[RunSpec, World
     if check_uncertain:
         from .uncertain import check_ranges, parse_uncertain
 
-        check_ranges(cfg, parse_uncertain(cfg), build_model)
+        check_ranges(cfg, parse_uncertain(cfg), build_model, ranges_checked)
     return spec, world, levers

@@ -18,6 +18,8 @@ The values are written with the results (`parameters.csv`).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,10 +150,29 @@ def with_values(cfg: Any, params: list[UncertainParam], values: np.ndarray) -> A
     return out
 
 
-def check_ranges(cfg: Any, params: list[UncertainParam], build: Any) -> None:
+def ranges_key(cfg: Any) -> str:
+    """A digest of what `check_ranges` depends on: the world, the levers, the uncertain
+    parameters and the calendar; not the seed, the replications or the output settings,
+    so the jobs of a sweep over those share one check."""
+    part: dict[str, Any] = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in ("world", "levers", "uncertain") if k in cfg}
+    part["calendar"] = [str(cfg.run.start_date), float(cfg.run.horizon_years),
+                        int(cfg.run.tick_days)]
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_ranges(cfg: Any, params: list[UncertainParam], build: Any,
+                 checked: set[str] | None = None) -> None:
     """Build the model at each parameter's extremes (0.1 % and 99.9 % quantiles, the others at
-    their medians), so a range that allows bad values fails before anything runs."""
+    their medians), so a range that allows bad values fails before anything runs.
+
+    With `checked` (a set kept by the caller), a config whose `ranges_key` passed before is
+    not built again: 2 builds per parameter are ~0.4 s for each job a sweep plans."""
     if not params:
+        return
+    key = ranges_key(cfg) if checked is not None else None
+    if checked is not None and key in checked:
         return
     mid = np.array([p.quantile(np.array([0.5]))[0] for p in params])
     for j, p in enumerate(params):
@@ -161,5 +182,10 @@ def check_ranges(cfg: Any, params: list[UncertainParam], build: Any) -> None:
             try:
                 build(with_values(cfg, params, values))
             except ConfigError as e:
-                raise ConfigError(f"uncertain.{p.name}", f"{p.dist} range of {p.key}",
-                                  f"it reaches {p.key}={values[j]:.6g}, where {e.allowed}") from e
+                # the value refused may be another parameter's (at its median), not p's
+                i = next((i for i, q in enumerate(params) if q.key == e.key), j)
+                q = params[i]
+                raise ConfigError(f"uncertain.{q.name}", f"{q.dist} range of {q.key}",
+                                  f"it reaches {q.key}={values[i]:.6g}, where {e.allowed}") from e
+    if checked is not None and key is not None:
+        checked.add(key)
