@@ -214,11 +214,12 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             # the whole process's peak resident memory (arrow's buffers too), in a process
-            # of its own: flat in N as well if nothing grows with the jobs
+            # of its own: flat in N as well if nothing grows with the jobs. VmHWM, not
+            # getrusage's ru_maxrss, which a child inherits from this large process
             rss = subprocess.run(
-                [sys.executable, "-c", "import resource, sys; from critmin.aggregate import "
-                 "aggregate; aggregate(sys.argv[1]); "
-                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)", str(sweep)],
+                [sys.executable, "-c", "import re, sys; from critmin.aggregate import "
+                 "aggregate; aggregate(sys.argv[1]); print(re.search(r'VmHWM:\\s+(\\d+)', "
+                 "open('/proc/self/status').read()).group(1))", str(sweep)],
                 capture_output=True, text=True, check=True)
             out.append({"jobs": n, "rows": rows, "peak_mib": peak / 2**20,
                         "peak_rss_mib": int(rss.stdout.split()[-1]) / 1024, "seconds": wall})
