@@ -124,3 +124,68 @@ def test_ranges_are_checked_once_per_model_not_per_seed():
     for _ in range(2):
         with pytest.raises(ConfigError, match="uncertain.outage_rate"):
             check_ranges(bad, parse_uncertain(bad), build_model, checked)
+
+
+def _alone(cfg, spec, params, values, r):
+    """Replication r run by itself in its own world (what runs did before batching)."""
+    from critmin.core.engine import Simulation
+
+    _, world, levers = build_model(with_values(cfg, params, values[r]))
+    return Simulation(world, spec.calendar, [r], spec.seed, levers=levers).run()
+
+
+def _arrays(res):
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, dict):
+            out.update({f"{f.name}.{k}": a for k, a in v.items()})
+        elif isinstance(v, np.ndarray) and v.ndim >= 2:
+            out[f.name] = v
+    return out
+
+
+@pytest.mark.parametrize("levers", [[], ["levers/export_control=licensing_2025"]],
+                         ids=["world parameters: batched", "lever parameters: one at a time"])
+def test_uncertain_replications_get_the_numbers_they_get_alone(levers):
+    """Replications with their own worlds run as one batch when only world parameters are
+    drawn; with drawn lever settings they run one at a time. Each replication's results
+    are those of running it alone, up to rounding."""
+    import dataclasses
+
+    from critmin.runner import simulate_uncertain
+
+    cfg = composed("uncertainty=baseline", "run.horizon_years=3", *levers)
+    spec, _, _ = build_model(cfg)
+    spec = dataclasses.replace(spec, replications=4, batch_size=4)
+    params = parse_uncertain(cfg)
+    values = draw(params, 4, spec.seed)
+    out = list(simulate_uncertain(cfg, spec, params, values))
+    assert len(out) == (4 if levers else 1)
+    for r in range(4):
+        res = out[0][0] if len(out) == 1 else out[r][0]
+        i = r if len(out) == 1 else 0
+        alone = _arrays(_alone(cfg, spec, params, values, r))
+        got = _arrays(res)
+        assert got.keys() == alone.keys()
+        for name, a in alone.items():
+            np.testing.assert_allclose(got[name][i], a[0], rtol=1e-9, atol=1e-9, err_msg=name)
+    # the draws matter: replications differ
+    prices = out[0][0].price if len(out) == 1 else np.concatenate([o[0].price for o in out])
+    assert not np.allclose(prices[0], prices[1])
+
+
+def test_a_batch_refuses_worlds_that_differ_beyond_what_it_reads_per_replication():
+    from critmin.core.engine import Simulation
+    from critmin.core.world import differences
+
+    spec, a, _ = build_model(composed())
+    _, b, _ = build_model(composed("world.market_rule.price_adjust_days=60"))
+    _, c, _ = build_model(composed("world.demand.growth_per_year=0.09"))
+    assert differences(a, b) == ["market_rule.price_adjust_days"]
+    assert "demand_growth_per_year" in differences(a, c)  # (and what the builder derives)
+    with pytest.raises(ValueError, match="market_rule.price_adjust_days"):
+        Simulation(a, spec.calendar, [0, 1], spec.seed, worlds=[a, b])
+    Simulation(a, spec.calendar, [0, 1], spec.seed, worlds=[a, c])  # read per replication

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config.build import RunSpec
-from .core.engine import BatchResult, Simulation
+from .core.engine import PER_REPLICATION, BatchResult, Simulation
 from .core.levers import Levers
-from .core.world import World
+from .core.world import World, differences
 
 if TYPE_CHECKING:
     from .config.uncertain import UncertainParam
@@ -51,21 +51,34 @@ def simulate_uncertain(
     values: np.ndarray,
     on_progress: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[BatchResult, World, Levers]]:
-    """One replication at a time, each with its own parameter values (row r of `values`).
+    """Replications with their own parameter values (row r of `values`), in batches.
 
-    Every replication still draws from its own named streams, so replication r meets the
-    same outages and noise whatever its parameter values or the other replications.
+    Each replication's world and levers are built from its values. A batch of
+    `run.batch_size` runs together when the worlds differ only in fields the engine reads
+    per replication (`engine.PER_REPLICATION`: demand, substitution, utilisation,
+    outages, expansion leads) and the levers are the same; otherwise (e.g. a drawn lever
+    setting) its replications run one at a time. Either way replication r meets the same
+    outages and noise (its own named streams) and gets the numbers it gets alone, up to
+    rounding (tests/test_uncertain.py).
     """
     from .config.model import build_model
     from .config.uncertain import with_values
 
-    for r in range(spec.replications):
-        _, world, levers = build_model(with_values(cfg, params, values[r]))
+    for reps in batches(spec.replications, spec.batch_size):
+        built = [build_model(with_values(cfg, params, values[r]))[1:] for r in reps]
+        world, levers = built[0]
+        together = all(
+            set(differences(world, w)) <= PER_REPLICATION and not differences(levers, lv)
+            for w, lv in built[1:])
+        groups = [reps] if together else [[r] for r in reps]
+        for group in groups:
+            first = reps.index(group[0])
 
-        def progress(frac: float, _r: int = r) -> None:
-            if on_progress is not None:
-                on_progress(_r + frac)
+            def progress(frac: float, _done: int = group[0], _n: int = len(group)) -> None:
+                if on_progress is not None:
+                    on_progress(_done + frac * _n)
 
-        res = Simulation(world, spec.calendar, [r], spec.seed, progress=progress,
-                         levers=levers).run()
-        yield res, world, levers
+            worlds = [built[reps.index(r)][0] for r in group]
+            res = Simulation(built[first][0], spec.calendar, group, spec.seed, progress=progress,
+                             levers=built[first][1], worlds=worlds if together else None).run()
+            yield res, built[first][0], built[first][1]

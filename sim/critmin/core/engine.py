@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -43,7 +44,7 @@ from .policy import (
     apply_contracts,
 )
 from .streams import stream
-from .world import World
+from .world import World, differences
 
 # Lever time series: variable -> (lever kind, unit, per product?, "sum" over the month or "last")
 LEVER_SERIES = {
@@ -63,6 +64,16 @@ LEVER_SERIES = {
 }
 
 TOL = 1e-9
+
+# World fields that may differ between the replications of one batch (`worlds=`: uncertain
+# parameters drawn per replication, runner.simulate_uncertain). Each is read per
+# replication where it is used, with the same arithmetic as a replication run alone.
+PER_REPLICATION = frozenset({
+    "sector_elasticity", "sector_substitution_max", "sector_substitution_rate_per_year",
+    "demand_growth_per_year", "supply.utilisation_price_elasticity", "fac_utilisation",
+    "fac_expansion_lead_years", "fac_outage_rate_per_year", "fac_outage_mean_days",
+    "fac_outage_share",
+})
 
 # Monthly region-product flows [R, month, N, K], recorded together (one block, one add a tick)
 FLOWS = ("production", "input_use", "consumption", "demand", "unmet", "provenance_use")
@@ -101,7 +112,11 @@ class BatchResult:
 
 
 class Simulation:
-    """One SimPy environment driving `len(replications)` replications in lockstep."""
+    """One SimPy environment driving `len(replications)` replications in lockstep.
+
+    `worlds`, if given, is the world of each replication: they may differ from `world` in
+    the fields of PER_REPLICATION only (else ValueError); `world` gives everything else.
+    """
 
     def __init__(
         self,
@@ -111,8 +126,17 @@ class Simulation:
         seed: int,
         progress: Callable[[float], None] | None = None,
         levers: Levers | None = None,
+        worlds: Sequence[World] | None = None,
     ) -> None:
         self.w = w = world
+        if worlds is not None:
+            if len(worlds) != len(replications):
+                raise ValueError("one world per replication")
+            other = {d for x in worlds for d in differences(w, x)} - PER_REPLICATION
+            if other:
+                raise ValueError(f"the replications' worlds differ in {sorted(other)}")
+        self.own_worlds = worlds is not None
+        self.worlds = list(worlds) if worlds is not None else [world] * len(replications)
         self.lv = lv = levers if levers is not None else Levers()
         self.cal = cal = calendar
         self.reps = np.asarray(replications, dtype=np.int64)
@@ -165,7 +189,10 @@ class Simulation:
         self.sec_price_idx = w.region_market[w.sector_region] * K + w.sector_product
         # (the starting log price and -elasticity of each end use, gathered once for the tick)
         self.sec_lnp0 = np.log(w.price0_usd_per_kg).reshape(-1)[self.sec_price_idx]
-        self.sec_neg_elasticity = -w.sector_elasticity
+        self.sec_neg_elasticity = -self._field(lambda x: x.sector_elasticity)  # [S] or [R, S]
+        self.sec_subst_max = self._field(lambda x: x.sector_substitution_max)
+        self.sec_subst_rate = self._field(lambda x: x.sector_substitution_rate_per_year)
+        self.fac_util = self._field(lambda x: x.fac_utilisation)  # [F] or [R, F]
         # revenue and input cost per tonne of activity, priced in the plant's own market
         # (prices_flat @ self.REV, prices_flat @ self.COST); the value added at starting
         # prices stands for the plant's own processing cost
@@ -203,12 +230,20 @@ class Simulation:
         )
         self.cap_growth_tick = (1.0 + w.fac_capacity_growth_per_year) ** (1.0 / tpy)  # (F,)
         # by-product plants do not respond to their own price (output follows the host metal)
-        self.util_elasticity = np.where(w.fac_byproduct, 0.0, sr.utilisation_price_elasticity)
+        util_e = self._field(lambda x: x.supply.utilisation_price_elasticity)  # () or (R,)
+        self.util_elasticity = np.where(w.fac_byproduct, 0.0,
+                                        util_e[:, None] if self.own_worlds else util_e)
         t = np.arange(cal.n_ticks)
-        self.demand_growth = (1.0 + w.demand_growth_per_year) ** (t / tpy)
         self.sec_demand_tick = w.sector_demand_tpy / tpy
-        # trend demand of each end use at each tick, before price, substitution and noise
-        self.sec_demand_trend = self.sec_demand_tick[None, :] * self.demand_growth[:, None]
+        # trend demand of each end use at each tick [T, S] (or [T, R, S] with own worlds),
+        # before price, substitution and noise
+        if self.own_worlds:
+            growth = self._field(lambda x: x.demand_growth_per_year)
+            self.demand_growth = (1.0 + growth[None, :]) ** (t[:, None] / tpy)  # T, R
+            self.sec_demand_trend = self.sec_demand_tick[None, None, :] * self.demand_growth[..., None]
+        else:
+            self.demand_growth = (1.0 + w.demand_growth_per_year) ** (t / tpy)
+            self.sec_demand_trend = self.sec_demand_tick[None, :] * self.demand_growth[:, None]
 
         # --- random draws, one named stream per activity and replication -------
         self.noise = np.empty((R, cal.n_ticks, S))
@@ -258,9 +293,16 @@ class Simulation:
         if sr.invest_share > 0:
             env.process(self.review_investment())
         for r in range(R):
+            wr = self.worlds[r]
             for f in range(F):
-                if w.fac_outage_rate_per_year[f] > 1e-9 and w.fac_outage_share[f] > 0:
+                if wr.fac_outage_rate_per_year[f] > 1e-9 and wr.fac_outage_share[f] > 0:
                     env.process(self.break_down(r, f))
+
+    def _field(self, get: Callable[[World], Any]) -> np.ndarray:
+        """A world field: as it is, or with own worlds, stacked over the replications."""
+        if not self.own_worlds:
+            return np.asarray(get(self.w))
+        return np.stack([np.asarray(get(x)) for x in self.worlds])
 
     # ------------------------------------------------------------------ state
     def _init_state(self) -> None:
@@ -271,9 +313,12 @@ class Simulation:
         self.available = np.ones((R, F))
         self.pending = np.zeros((R, F), dtype=bool)
         self.substitution = np.zeros((R, self.S))
-        activity0 = w.fac_capacity_tpy / tpy * w.fac_utilisation
-        need0 = (activity0 @ self.FI0 + self.sec_demand_tick @ self.SE).reshape(N, K)
-        prod0 = (activity0 @ self.FO).reshape(N, K)
+        # the steady state of each replication's world ([1, N, K] if they share one)
+        worlds = self.worlds if self.own_worlds else [w]
+        activity0 = [w.fac_capacity_tpy / tpy * x.fac_utilisation for x in worlds]
+        need0 = np.stack([(a @ self.FI0 + self.sec_demand_tick @ self.SE).reshape(N, K)
+                          for a in activity0])
+        prod0 = np.stack([(a @ self.FO).reshape(N, K) for a in activity0])
         self.base_sourcing = np.ascontiguousarray(np.transpose(w.base_sourcing, (1, 2, 0)))  # d,o,k
         self.sourcing = np.broadcast_to(self.base_sourcing, (R, N, N, K)).copy()
         self.lead_ticks = np.broadcast_to(self._mean_lead_ticks(), (R, N, N)).copy()
@@ -301,18 +346,18 @@ class Simulation:
         # pipelines hold the steady flow of the last `lead` ticks of each route
         self.pipes = np.zeros((2, self.Lp, R, N, K))
         self.pipe, self.pipe_prov = self.pipes
-        flow0 = need0[:, None, :] * self.base_sourcing  # d,o,k per tick
+        flow0 = need0[:, :, None, :] * self.base_sourcing  # (1 or R), d, o, k per tick
         lead0 = self.lead_ticks[0]
         for d in range(N):
             for o in range(N):
                 for j in range(int(lead0[d, o])):  # due at ticks 0 .. lead-1
-                    self.pipe[j % self.Lp, :, d, :] += flow0[d, o]
+                    self.pipe[j % self.Lp, :, d, :] += flow0[:, d, o]
         self.in_transit = self.pipe.sum(0)
         # supply by region and product at start: sourcing follows capacity as it changes
-        self.supply0 = (self.capacity * w.fac_utilisation) @ self.FO  # R, N*K
+        self.supply0 = (self.capacity * self.fac_util) @ self.FO  # R, N*K
         # provenance tracer: content that passed a mine or plant of the provenance region
-        share_out = self._steady_provenance_shares(need0)
-        share_in = np.einsum("dok,ok->dk", self.base_sourcing, share_out)
+        share_out = np.stack([self._steady_provenance_shares(x) for x in worlds])
+        share_in = np.stack([np.einsum("dok,ok->dk", self.base_sourcing, so) for so in share_out])
         np.multiply(self.in_stock, share_in, out=self.in_prov)
         np.multiply(self.out_stock, share_out, out=self.out_prov)
         np.multiply(self.pipe, share_in, out=self.pipe_prov)
@@ -347,9 +392,10 @@ class Simulation:
     def _mean_lead_ticks(self) -> np.ndarray:
         return np.maximum(1, np.rint(self.w.transit_days / self.cal.tick_days)).astype(np.int64)
 
-    def _steady_provenance_shares(self, need0: np.ndarray) -> np.ndarray:
-        """Provenance share of each region's output at start, by fixed-point over the chain."""
-        w, N, K = self.w, self.N, self.K
+    def _steady_provenance_shares(self, w: World) -> np.ndarray:
+        """Provenance share of each region's output at start in world `w` (the batch's or a
+        replication's), by fixed-point over the chain."""
+        N, K = self.N, self.K
         share_out = np.zeros((N, K))
         if w.provenance_region < 0:
             return share_out
@@ -426,7 +472,7 @@ class Simulation:
 
     def break_down(self, r: int, f: int):
         """Outages of plant `f` in replication `r`: random failures, random repair times."""
-        w = self.w
+        w = self.worlds[r]
         rng = stream(self.seed, int(self.reps[r]), f"outage/{w.facilities[f]}")
         mean_gap_days = 365.25 / w.fac_outage_rate_per_year[f]
         while True:
@@ -456,8 +502,7 @@ class Simulation:
                 - self.sec_lnp0
             )
             self.substitution = rules.substitution_step(
-                self.substitution, price_ratio, w.sector_substitution_max,
-                w.sector_substitution_rate_per_year, years,
+                self.substitution, price_ratio, self.sec_subst_max, self.sec_subst_rate, years,
             )
             self.keep_share = 1.0 - self.substitution
             if self.thrifting:
@@ -481,7 +526,7 @@ class Simulation:
         """Buyers' base sourcing weights now: the 2024 pattern scaled by each origin's supply
         growth, new origins entering with their world-market share, contracts taken first."""
         w, R, N, K = self.w, self.R, self.N, self.K
-        supply = (self.capacity * w.fac_utilisation) @ self.FO  # R, N*K
+        supply = (self.capacity * self.fac_util) @ self.FO  # R, N*K
         grown = np.divide(supply, self.supply0, out=np.zeros_like(supply), where=self.supply0 > 0)
         base = self.base_sourcing[None] * grown.reshape(R, 1, N, K)
         new = np.where(self.supply0 > 0, 0.0, supply).reshape(R, N, K)
@@ -539,7 +584,7 @@ class Simulation:
 
     def commission(self, r: int, f: int):
         """Build an expansion of plant `f`; it comes online after a random lead time."""
-        w, sr = self.w, self.w.supply
+        w, sr = self.worlds[r], self.w.supply
         rng = stream(self.seed, int(self.reps[r]), f"investment/{w.facilities[f]}/{self.env.now}")
         mean = w.fac_expansion_lead_years[f] * 365.25 * self.lv.permitting.multiple(f, self.env.now)
         sig = np.sqrt(np.log1p(sr.lead_time_cv**2))
@@ -628,7 +673,7 @@ class Simulation:
             revenue = revenue + floors.revenue_bonus(prices)
         util = rules.utilisation(
             revenue / (prices @ self.COST + self.value_added0),
-            w.fac_utilisation, self.util_elasticity,
+            self.fac_util, self.util_elasticity,
             sr.utilisation_min, sr.utilisation_max,
         )
         out_flat = self.out_stock.reshape(R, NK)

@@ -672,7 +672,7 @@ class CapacityDeals:
         per_tick = ca.capacity_tpy / sim.cal.ticks_per_year
         sim.capacity[r, f] += per_tick
         k = w.fac_main_output[f]
-        made = per_tick * w.fac_utilisation[f] * w.fac_outputs[f, k]
+        made = per_tick * sim.worlds[r].fac_utilisation[f] * w.fac_outputs[f, k]
         self.contracted[r, :, w.fac_region[f], k] += made * ca.offtake
         sim.record_lever("capacity_online", a, np.eye(sim.R)[r][:, None] * ca.capacity_tpy)
 

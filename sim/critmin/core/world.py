@@ -11,7 +11,7 @@ products, yields and intensities are data. Index conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
@@ -119,3 +119,26 @@ class World:
 
     def product_index(self, name: str) -> int:
         return self.products.index(name)
+
+
+def differences(a: object, b: object, path: str = "") -> list[str]:
+    """The dotted names of the fields where two worlds (or two levers, or any frozen
+    dataclasses of arrays, tuples and numbers) differ; [] if they are equal."""
+    if is_dataclass(a) and is_dataclass(b) and type(a) is type(b):
+        out: list[str] = []
+        for f in fields(a):
+            out += differences(getattr(a, f.name), getattr(b, f.name),
+                               f"{path}.{f.name}" if path else f.name)
+        return out
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        if len(a) != len(b):
+            return [path]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape or x.dtype.kind != y.dtype.kind:
+            return [path]
+        same = np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+        return [] if same else [path]
+    return [] if a == b or (a != a and b != b) else [path]  # (NaN equals NaN here)
