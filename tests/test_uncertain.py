@@ -147,12 +147,24 @@ def _arrays(res):
     return out
 
 
-@pytest.mark.parametrize("levers", [[], ["levers/export_control=licensing_2025"]],
-                         ids=["world parameters: batched", "lever parameters: one at a time"])
-def test_uncertain_replications_get_the_numbers_they_get_alone(levers):
-    """Replications with their own worlds run as one batch when only world parameters are
-    drawn; with drawn lever settings they run one at a time. Each replication's results
-    are those of running it alone, up to rounding."""
+# a drawn parameter the engine does not read per replication: the price adjustment time
+OTHER = ["uncertain.demand_growth.key=world.market_rule.price_adjust_days",
+         "uncertain.demand_growth.low=20", "uncertain.demand_growth.mode=30",
+         "uncertain.demand_growth.high=40"]
+
+
+@pytest.mark.parametrize("levers, batched", [
+    ([], True),
+    (["levers/export_control=licensing_2025"], True),
+    (["scenario=trump_xi_truce"], True),
+    (OTHER, False),
+], ids=["world parameters", "licence delay and approval", "re-imposition chance",
+        "a parameter not read per replication"])
+def test_uncertain_replications_get_the_numbers_they_get_alone(levers, batched):
+    """Replications with their own worlds and lever settings run as one batch when what
+    differs is read per replication (engine.PER_REPLICATION, PER_REPLICATION_LEVERS),
+    else one at a time. Each replication's results are those of running it alone, up to
+    rounding."""
     import dataclasses
 
     from critmin.runner import simulate_uncertain
@@ -162,8 +174,9 @@ def test_uncertain_replications_get_the_numbers_they_get_alone(levers):
     spec = dataclasses.replace(spec, replications=4, batch_size=4)
     params = parse_uncertain(cfg)
     values = draw(params, 4, spec.seed)
+    assert len(params) >= 10
     out = list(simulate_uncertain(cfg, spec, params, values))
-    assert len(out) == (4 if levers else 1)
+    assert len(out) == (1 if batched else 4)
     for r in range(4):
         res = out[0][0] if len(out) == 1 else out[r][0]
         i = r if len(out) == 1 else 0

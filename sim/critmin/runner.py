@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config.build import RunSpec
-from .core.engine import PER_REPLICATION, BatchResult, Simulation
+from .core.engine import BatchResult, Simulation, not_per_replication
 from .core.levers import Levers
-from .core.world import World, differences
+from .core.world import World
 
 if TYPE_CHECKING:
     from .config.uncertain import UncertainParam
@@ -54,12 +54,12 @@ def simulate_uncertain(
     """Replications with their own parameter values (row r of `values`), in batches.
 
     Each replication's world and levers are built from its values. A batch of
-    `run.batch_size` runs together when the worlds differ only in fields the engine reads
-    per replication (`engine.PER_REPLICATION`: demand, substitution, utilisation,
-    outages, expansion leads) and the levers are the same; otherwise (e.g. a drawn lever
-    setting) its replications run one at a time. Either way replication r meets the same
-    outages and noise (its own named streams) and gets the numbers it gets alone, up to
-    rounding (tests/test_uncertain.py).
+    `run.batch_size` runs together when they differ only in what the engine reads per
+    replication (`engine.PER_REPLICATION`: demand, substitution, utilisation, outages,
+    expansion leads; `PER_REPLICATION_LEVERS`: export controls' licence delays, approval
+    rates and re-imposition chances); otherwise its replications run one at a time.
+    Either way replication r meets the same outages and noise (its own named streams)
+    and gets the numbers it gets alone, up to rounding (tests/test_uncertain.py).
     """
     from .config.model import build_model
     from .config.uncertain import with_values
@@ -67,9 +67,7 @@ def simulate_uncertain(
     for reps in batches(spec.replications, spec.batch_size):
         built = [build_model(with_values(cfg, params, values[r]))[1:] for r in reps]
         world, levers = built[0]
-        together = all(
-            set(differences(world, w)) <= PER_REPLICATION and not differences(levers, lv)
-            for w, lv in built[1:])
+        together = not any(not_per_replication(world, levers, w, lv) for w, lv in built[1:])
         groups = [reps] if together else [[r] for r in reps]
         for group in groups:
             first = reps.index(group[0])
@@ -78,7 +76,9 @@ def simulate_uncertain(
                 if on_progress is not None:
                     on_progress(_done + frac * _n)
 
-            worlds = [built[reps.index(r)][0] for r in group]
+            own = [built[reps.index(r)] for r in group] if together else None
             res = Simulation(built[first][0], spec.calendar, group, spec.seed, progress=progress,
-                             levers=built[first][1], worlds=worlds if together else None).run()
+                             levers=built[first][1],
+                             worlds=[w for w, _ in own] if own else None,
+                             levers_each=[lv for _, lv in own] if own else None).run()
             yield res, built[first][0], built[first][1]

@@ -74,6 +74,23 @@ PER_REPLICATION = frozenset({
     "fac_expansion_lead_years", "fac_outage_rate_per_year", "fac_outage_mean_days",
     "fac_outage_share",
 })
+# ... and lever settings: these fields of every export control (Levers.export_controls[i])
+PER_REPLICATION_LEVERS = frozenset({"delay_mean_days", "base_approval", "reimpose_per_month"})
+
+
+def _per_replication_lever(path: str) -> bool:
+    """`path` (as `differences` names it) is a setting in PER_REPLICATION_LEVERS."""
+    kind, _, field = path.partition("].")
+    return kind.startswith("export_controls[") and field in PER_REPLICATION_LEVERS
+
+
+def not_per_replication(world: World, levers: Levers, other_world: World,
+                        other_levers: Levers) -> list[str]:
+    """The fields where a replication's world or levers differ from a batch's in a way the
+    engine cannot take per replication ([]: the replication can join the batch)."""
+    return ([d for d in differences(world, other_world) if d not in PER_REPLICATION]
+            + [f"levers.{d}" for d in differences(levers, other_levers)
+               if not _per_replication_lever(d)])
 
 # Monthly region-product flows [R, month, N, K], recorded together (one block, one add a tick)
 FLOWS = ("production", "input_use", "consumption", "demand", "unmet", "provenance_use")
@@ -114,8 +131,9 @@ class BatchResult:
 class Simulation:
     """One SimPy environment driving `len(replications)` replications in lockstep.
 
-    `worlds`, if given, is the world of each replication: they may differ from `world` in
-    the fields of PER_REPLICATION only (else ValueError); `world` gives everything else.
+    `worlds` and `levers_each`, if given, are the world and levers of each replication:
+    they may differ from `world` and `levers` in the fields of PER_REPLICATION and
+    PER_REPLICATION_LEVERS only (else ValueError); `world` and `levers` give the rest.
     """
 
     def __init__(
@@ -127,17 +145,22 @@ class Simulation:
         progress: Callable[[float], None] | None = None,
         levers: Levers | None = None,
         worlds: Sequence[World] | None = None,
+        levers_each: Sequence[Levers] | None = None,
     ) -> None:
         self.w = w = world
-        if worlds is not None:
-            if len(worlds) != len(replications):
-                raise ValueError("one world per replication")
-            other = {d for x in worlds for d in differences(w, x)} - PER_REPLICATION
-            if other:
-                raise ValueError(f"the replications' worlds differ in {sorted(other)}")
-        self.own_worlds = worlds is not None
-        self.worlds = list(worlds) if worlds is not None else [world] * len(replications)
         self.lv = lv = levers if levers is not None else Levers()
+        n = len(replications)
+        if (worlds is not None and len(worlds) != n) or (levers_each is not None
+                                                         and len(levers_each) != n):
+            raise ValueError("one world and one set of levers per replication")
+        self.own_worlds, self.own_levers = worlds is not None, levers_each is not None
+        self.worlds = list(worlds) if worlds is not None else [world] * n
+        self.levers_each = list(levers_each) if levers_each is not None else [lv] * n
+        other = {d for x, y in zip(self.worlds, self.levers_each, strict=True)
+                 if x is not w or y is not lv for d in not_per_replication(w, lv, x, y)}
+        if other:
+            raise ValueError(f"the replications differ in {sorted(other)}, which the engine "
+                             "does not read per replication")
         self.cal = cal = calendar
         self.reps = np.asarray(replications, dtype=np.int64)
         self.seed = int(seed)

@@ -49,7 +49,20 @@ class ExportControls:
         C = len(controls)
         self.on = np.zeros((R, C), dtype=bool)
         self.announced = np.zeros(C, dtype=bool)
-        self.approval_base = np.array([c.base_approval for c in controls])
+        # settings that may differ between replications (engine.PER_REPLICATION_LEVERS):
+        # with own levers each is [R, C], else [C], and the arrays built from them get a
+        # replication axis; each replication's numbers are those it gets alone
+        self.own = sim.own_levers
+        each = [lv.export_controls for lv in sim.levers_each]
+
+        def setting(name: str) -> np.ndarray:
+            if not self.own:
+                return np.array([getattr(c, name) for c in controls])
+            return np.array([[getattr(c, name) for c in cs] for cs in each])
+
+        self.approval_base = setting("base_approval")
+        self.delay_mean = setting("delay_mean_days")
+        self.reimpose = setting("reimpose_per_month")
         dt_days = sim.cal.tick_days
         self.leak_extra_ticks = np.zeros((N, N, K), dtype=np.int64)
         self.leak_share = np.zeros((N, N, K))
@@ -67,9 +80,14 @@ class ExportControls:
         # licensing: a queue of shipments waiting for their licence, slot = decision tick
         lic = [c for c in controls if c.form == "licensing"]
         self.has_licensing = bool(lic)
-        longest = max((c.delay_mean_days * float(lognormal_factor(4.0, c.delay_cv)) for c in lic),
-                      default=0.0)
-        self.LL = int(np.ceil(longest / dt_days)) + 2
+        def queue_length(cs: tuple[ExportControl, ...]) -> int:
+            longest = max((c.delay_mean_days * float(lognormal_factor(4.0, c.delay_cv))
+                           for c in cs if c.form == "licensing"), default=0.0)
+            return int(np.ceil(longest / dt_days)) + 2
+
+        # the longest delay a replication draws is its LL - 1 ticks (clipped there)
+        self.LL_each = np.array([queue_length(cs) for cs in each])
+        self.LL = int(self.LL_each.max(initial=queue_length(controls)))
         # The queue [slot, R, dest, origin, K] holds only the destinations a licensing control
         # covers (`lic_dests`): elsewhere it would stay zero. Summing it over slots and
         # destinations (held_at_origin) then adds the same non-zero terms in the same order,
@@ -91,9 +109,10 @@ class ExportControls:
         self.quota_year = -1
         self.blocked = np.zeros((R, N, N, K))  # 1 where an active ban or quota covers a route
         self.licensing = np.zeros((R, N, N, K))  # 1 where an active licensing control covers
-        self.lic_mean = np.zeros((N, N, K))
+        per_rep = (R,) if self.own else ()
+        self.lic_mean = np.zeros((*per_rep, N, N, K))
         self.lic_cv = np.zeros((N, N, K))
-        self.lic_approval = np.ones((N, N, K))
+        self.lic_approval = np.ones((*per_rep, N, N, K))
         self.cover_extra_days = np.zeros((N, K))
         self._refresh()
 
@@ -124,9 +143,10 @@ class ExportControls:
             self._refresh()
             until = min(c.resume_day, c.end_day)
             rngs = [stream(sim.seed, int(rep), f"control/{c.name}/reimpose") for rep in sim.reps]
-            while c.reimpose_per_month > 0 and sim.env.now + MONTH_DAYS < until:
+            chance = self.reimpose[..., i] * np.ones(sim.R)  # per replication
+            while chance.max() > 0 and sim.env.now + MONTH_DAYS < until:
                 yield sim.env.timeout(MONTH_DAYS)
-                back = np.array([rng.random() < c.reimpose_per_month for rng in rngs])
+                back = np.array([rng.random() < p for rng, p in zip(rngs, chance, strict=True)])
                 if np.any(back & ~self.on[:, i]):
                     self.on[back, i] = True
                     self._refresh()
@@ -150,7 +170,7 @@ class ExportControls:
         for day, rate in c.approval_changes:
             if (ev := wait_until(sim, day)) is not None:
                 yield ev
-            self.approval_base[i] = rate
+            self.approval_base[..., i] = rate
             self._refresh()
 
     def _refresh(self) -> None:
@@ -167,10 +187,19 @@ class ExportControls:
                 self.blocked = np.maximum(self.blocked, on * c.cover)
             elif c.form == "licensing":
                 self.licensing = np.maximum(self.licensing, on * c.cover)
-                approval = np.where(np.isnan(c.approval), self.approval_base[i], c.approval)
-                self.lic_mean = np.where(c.cover, c.delay_mean_days, self.lic_mean)
+                if self.own:  # the same per replication: [R, dest] approval, [R, ...] masks
+                    base = self.approval_base[:, i][:, None]
+                    approval = np.where(np.isnan(c.approval)[None], base, c.approval[None])
+                    delay = self.delay_mean[:, i][:, None, None, None]
+                    self.lic_mean = np.where(c.cover, delay, self.lic_mean)
+                    self.lic_approval = np.where(c.cover, approval[:, :, None, None],
+                                                 self.lic_approval)
+                else:
+                    approval = np.where(np.isnan(c.approval), self.approval_base[i], c.approval)
+                    self.lic_mean = np.where(c.cover, c.delay_mean_days, self.lic_mean)
+                    self.lic_approval = np.where(c.cover, approval[:, None, None],
+                                                 self.lic_approval)
                 self.lic_cv = np.where(c.cover, c.delay_cv, self.lic_cv)
-                self.lic_approval = np.where(c.cover, approval[:, None, None], self.lic_approval)
         # what the per-tick rules need of the masks, made once per change rather than each tick
         self._delivered = 1.0 - self.licensing * (1.0 - self.lic_approval)
         lic = np.flatnonzero(self.licensing.reshape(-1))  # elements of [R, dest, origin, K]
@@ -184,7 +213,8 @@ class ExportControls:
             sig = np.sqrt(np.log1p(np.square(cv)))
             self.lic_sig = sig.reshape(-1)[route]
             self.lic_half_var = (0.5 * sig * sig).reshape(-1)[route]
-            self.lic_elem_mean = self.lic_mean.reshape(-1)[route]
+            self.lic_elem_mean = self.lic_mean.reshape(-1)[lic if self.own else route]
+            self.lic_elem_last = self.LL_each[r] - 1  # the longest delay, in ticks
             self.lic_rd = r * N + d  # (replication, destination) of each element's delay draw
             # its flat index in one queue slot [R, licensed dest, origin, K]
             self.lic_qbase = (r * len(self.lic_dests) + self.dest_pos[d]) * (N * K) + o_k
@@ -255,7 +285,7 @@ class ExportControls:
                                            - self.lic_half_var)
         ticks = np.rint(days / sim.cal.tick_days)
         np.maximum(ticks, 1, out=ticks)  # np.clip(ticks, 1, LL - 1), without its overhead
-        np.minimum(ticks, self.LL - 1, out=ticks)
+        np.minimum(ticks, self.lic_elem_last if self.own else self.LL - 1, out=ticks)
         slots = ((t + ticks.astype(np.int64)) % self.LL) * self.queue_slot_size + self.lic_qbase
         # each element goes to its own queue cell (no two share one), so a plain indexed add
         # is exact; elsewhere the licensing mask is 0 and nothing is held
@@ -278,7 +308,8 @@ class ExportControls:
         for r, rng in enumerate(self.approve_rng):  # every draw, as ever
             u[r] = rng.random((sim.N, sim.N, sim.K))
         dests = self.lic_dests
-        ok = (u[:, dests] < self.lic_approval[None, dests]).astype(float)
+        approval = self.lic_approval[:, dests] if self.own else self.lic_approval[None, dests]
+        ok = (u[:, dests] < approval).astype(float)
         out = np.zeros((2, 2, sim.R, sim.N, sim.N, sim.K))  # zero off licensed destinations
         out[0][:, :, dests] = due * ok
         out[1][:, :, dests] = due * (1 - ok)
