@@ -101,3 +101,28 @@ def test_bad_sensitivity_input_fails_in_one_line(tmp_path, args, words):
     assert "\n" not in line and "Traceback" not in line
     for w in words:
         assert w in line, (w, line)
+
+
+def test_points_simulated_together_give_the_kpis_they_give_one_by_one(monkeypatch):
+    """kpi_evaluator runs several points as one batch of points x replications when the
+    engine reads their differences per replication (here: world and lever settings)."""
+    from critmin.core.engine import Simulation
+    from critmin.sensitivity import to_values
+
+    register_all()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["run.horizon_years=3", "uncertainty=baseline",
+                                           "levers/export_control=licensing_2025"])
+    params = parse_uncertain(cfg)
+    points = to_values(params, np.random.default_rng(5).random((4, len(params))))
+    evaluate = kpi_evaluator(cfg, params, "shortfall_share", "USA", "magnet", replications=2)
+    assert evaluate.points_at_once == 5  # run.batch_size 10 / 2 replications
+    runs = []
+    real_run = Simulation.run
+    monkeypatch.setattr(Simulation, "run", lambda self: runs.append(self.R) or real_run(self))
+    together = evaluate.many(points)
+    assert runs == [8]  # 4 points x 2 replications, one simulation
+    alone = [evaluate(p) for p in points]
+    assert runs[1:] == [2, 2, 2, 2]
+    np.testing.assert_allclose(together, alone, rtol=1e-9, atol=1e-12)
+    assert len(set(np.round(alone, 12))) > 1  # the points differ

@@ -77,16 +77,23 @@ def analyse(params: list[UncertainParam], method: str, u: np.ndarray, y: np.ndar
 def run_sensitivity(params: list[UncertainParam], evaluate: Callable[[np.ndarray], float],
                     method: str, n: int, seed: int,
                     on_point: Callable[[int, int], None] | None = None) -> Indices:
-    """Sample, evaluate every point (`evaluate(values) -> output`), analyse."""
+    """Sample, evaluate every point (`evaluate(values) -> output`), analyse.
+
+    An `evaluate` with a `many(points) -> outputs` method and a `points_at_once` size
+    (`KpiEvaluator`) gets the points that many at a time."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
     u = design(params, method, n, seed)
     values = to_values(params, u)
     y = np.empty(len(values))
-    for i, v in enumerate(values):
-        y[i] = evaluate(v)
+    step = int(getattr(evaluate, "points_at_once", 1))
+    for start in range(0, len(values), step):
+        block = values[start:start + step]
+        y[start:start + len(block)] = (evaluate.many(block) if step > 1  # type: ignore[attr-defined]
+                                       else [evaluate(block[0])])
         if on_point is not None:
-            on_point(i + 1, len(values))
+            for i in range(start, start + len(block)):
+                on_point(i + 1, len(values))
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{int((~np.isfinite(y)).sum())} of {len(y)} points gave no value for "
                          "the KPI (e.g. no demand in that region and product)")
@@ -100,22 +107,61 @@ class NoValue(ValueError):
     """The chosen KPI, region and product give no value; the message lists what exists."""
 
 
-def kpi_evaluator(cfg: Any, params: list[UncertainParam], kpi: str, region: str, product: str,
-                  replications: int) -> Callable[[np.ndarray], float]:
-    """evaluate(values): the model with those parameter values, mean KPI over `replications`
-    streams (the same streams for every point); lever KPIs are summed over instances."""
-    from .config.model import build_model
-    from .config.uncertain import with_values
-    from .core.engine import Simulation
-    from .core.kpis import compute_kpis
+class KpiEvaluator:
+    """The KPI of the model at given parameter values: its mean over `replications` random
+    streams (the same streams for every point; lever KPIs summed over instances).
 
-    spec, _, _ = build_model(cfg)
-    reps = list(range(replications))
+    `many(points)` simulates `points_at_once` points together, one batch of points x
+    replications, when the engine reads what differs between them per replication
+    (`engine.not_per_replication`); else one point at a time. Same numbers either way, up
+    to rounding (tests/test_sensitivity.py).
+    """
 
-    def evaluate(values: np.ndarray) -> float:
-        _, world, levers = build_model(with_values(cfg, params, values))
-        res = Simulation(world, spec.calendar, reps, spec.seed, levers=levers).run()
-        k = compute_kpis(world, res, spec.calendar.tick_days, levers)
+    def __init__(self, cfg: Any, params: list[UncertainParam], kpi: str, region: str,
+                 product: str, replications: int) -> None:
+        from .config.model import build_model
+
+        self.cfg, self.params = cfg, params
+        self.kpi, self.region, self.product = kpi, region, product
+        self.spec, _, _ = build_model(cfg)
+        self.reps = list(range(replications))
+        # points per batch: about run.batch_size replications in all
+        self.points_at_once = max(1, self.spec.batch_size // replications)
+
+    def __call__(self, values: np.ndarray) -> float:
+        return float(self.many(np.asarray(values)[None])[0])
+
+    def many(self, points: np.ndarray) -> np.ndarray:
+        from .config.model import build_model
+        from .config.uncertain import with_values
+        from .core.engine import not_per_replication
+
+        built = [build_model(with_values(self.cfg, self.params, v))[1:] for v in points]
+        w0, lv0 = built[0]
+        if any(not_per_replication(w0, lv0, w, lv) for w, lv in built[1:]):
+            return np.array([self._run(built[i:i + 1]) for i in range(len(built))]).reshape(-1)
+        return self._run(built)
+
+    def _run(self, built: list[tuple[Any, Any]]) -> np.ndarray:
+        """Simulate the points `built` ((world, levers) each) in one batch: their KPIs."""
+        from .core.engine import Simulation
+        from .core.kpis import compute_kpis
+
+        R = len(self.reps)
+        cal, seed = self.spec.calendar, self.spec.seed
+        own = len(built) > 1
+        res = Simulation(built[0][0], cal, self.reps * len(built), seed, levers=built[0][1],
+                         worlds=[w for w, _ in built for _ in self.reps] if own else None,
+                         levers_each=[lv for _, lv in built for _ in self.reps] if own else None
+                         ).run()
+        out = np.empty(len(built))
+        for j, (world, levers) in enumerate(built):
+            part = res if not own else _replications(res, slice(j * R, (j + 1) * R))
+            out[j] = self._kpi(compute_kpis(world, part, cal.tick_days, levers))
+        return out
+
+    def _kpi(self, k: Any) -> float:
+        kpi, region, product = self.kpi, self.region, self.product
         sel = ((np.asarray(k.kpi) == kpi) & (np.asarray(k.region) == region)
                & (np.asarray(k.product) == product))
         if not sel.any():
@@ -125,10 +171,29 @@ def kpi_evaluator(cfg: Any, params: list[UncertainParam], kpi: str, region: str,
                 f"--kpi={kpi!r} --region={region!r} --product={product!r} gives no value; "
                 + (f"{kpi} exists for: " + ", ".join(f"{r}/{q}" for r, q in where[:30]) if where
                    else f"allowed KPIs: {', '.join(sorted(set(k.kpi)))}"))
-        per_rep = np.bincount(k.replication[sel], weights=k.value[sel], minlength=len(reps))
+        per_rep = np.bincount(k.replication[sel], weights=k.value[sel], minlength=len(self.reps))
         return float(np.mean(per_rep))
 
-    return evaluate
+
+def _replications(res: Any, part: slice) -> Any:
+    """The replications `part` of a BatchResult (every per-replication array sliced)."""
+    import dataclasses
+
+    whole = {"months", "ticks_in_month", "n_events"}  # not per replication
+    cut: dict[str, Any] = {}
+    for f in dataclasses.fields(res):
+        v = getattr(res, f.name)
+        if f.name in whole or v is None:
+            continue
+        cut[f.name] = {k: a[part] for k, a in v.items()} if isinstance(v, dict) else v[part]
+    return dataclasses.replace(res, **cut)
+
+
+def kpi_evaluator(cfg: Any, params: list[UncertainParam], kpi: str, region: str, product: str,
+                  replications: int) -> KpiEvaluator:
+    """evaluate(values): the model with those parameter values, mean KPI over `replications`
+    streams (the same streams for every point); lever KPIs are summed over instances."""
+    return KpiEvaluator(cfg, params, kpi, region, product, replications)
 
 
 def plot_indices(ix: Indices, title: str, path_stem: Path, formats: list[str]) -> list[Path]:
