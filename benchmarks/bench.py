@@ -11,6 +11,7 @@ machines are shared and noisy):
   (c) a 200-replication batch (per replication)
   (d) peak memory of (c) (tracemalloc: Python and numpy allocations)
   (e) SimPy events processed, for (a) and (c)
+  uncertain replications (uncertainty=baseline): batched and one at a time
   the two reference designs of ../shared/bench (straightforward SimPy; vectorised numpy)
   scaling: horizon 5-40 years and regions 5-40 (benchmarks/scaling.png)
   sweep overhead per job: sweeps of 4 and 12 jobs of 20 replications through `critmin sweep`,
@@ -93,6 +94,31 @@ def peak_memory(m, reps: int) -> float:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / 2**20
+
+
+def uncertain_runs(reps: int = 20) -> list[dict[str, Any]]:
+    """Per replication, replications with their own worlds (`uncertainty=baseline`), building
+    each world included: in batches of 10 (what `critmin run` does) and one at a time."""
+    import dataclasses
+
+    from critmin.config.uncertain import draw, parse_uncertain
+    from critmin.runner import simulate_uncertain
+
+    out = []
+    for name, extra in (("baseline", []), ("full_package", ["scenario=full_package"])):
+        cfg = OmegaConf.create(composed(["run.horizon_years=20", "uncertainty=baseline", *extra]))
+        spec, _, _ = build_model(cfg)
+        params = parse_uncertain(cfg)
+        values = draw(params, reps, spec.seed)
+        row: dict[str, Any] = {"case": name, "parameters": len(params)}
+        for batch in (10, 1):
+            s = dataclasses.replace(spec, replications=reps, batch_size=batch)
+            t0 = time.perf_counter()
+            n = sum(1 for _ in simulate_uncertain(cfg, s, params, values))
+            row[f"batch{batch}_per_rep_s"] = (time.perf_counter() - t0) / reps
+            row[f"batch{batch}_simulations"] = n
+        out.append(row)
+    return out
 
 
 def references(ref_dir: Path, simpy_reps: int, numpy_reps: int, years: int = 20) -> dict[str, float]:
@@ -303,6 +329,7 @@ def main() -> int:
     r["b_full_package_per_rep_default_batch_s"], _ = time_batches(full, 20, 10, a.repeats)
     r["c_batch200_per_rep_s"], r["e_events_batch200"] = time_batches(base, 200, 200, 1)
     r["d_peak_memory_batch200_mib"] = peak_memory(base, 200)
+    r["uncertain"] = uncertain_runs()
     r["ticks"] = steps
     r["reference"] = references(a.ref_dir, simpy_reps=a.repeats, numpy_reps=5)
     simpy, numpy_ = r["reference"]["simpy_per_rep_s"], r["reference"]["numpy_per_rep_s"]
@@ -347,6 +374,11 @@ def print_table(r: dict[str, Any]) -> None:
               f"{so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:4.0%} of a job's "
               f"{so['simulation_per_job_s']:.2f} s simulation; fixed per sweep "
               f"{so['fixed_overhead_per_sweep_s']:.1f} s")
+    for u in r["uncertain"]:
+        print(f"uncertainty=baseline ({u['parameters']} parameters), {u['case']}: "
+              f"{u['batch10_per_rep_s']:.3f} s/rep in batches of 10 "
+              f"({u['batch10_simulations']} simulations), {u['batch1_per_rep_s']:.3f} s/rep "
+              "one at a time (each world built included)")
     for a in r["aggregation_memory"]:
         print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): {a['seconds']:.1f} s; peak "
               f"{a['peak_mib']:.1f} MiB (tracemalloc), {a['peak_rss_mib']:.0f} MiB resident")
