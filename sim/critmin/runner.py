@@ -61,11 +61,15 @@ def simulate_uncertain(
     Either way replication r meets the same outages and noise (its own named streams)
     and gets the numbers it gets alone, up to rounding (tests/test_uncertain.py).
     """
+    import copy
+
     from .config.model import build_model
     from .config.uncertain import with_values
 
+    work = copy.deepcopy(cfg)  # each replication sets every parameter in it, then builds
     for reps in batches(spec.replications, spec.batch_size):
-        built = [build_model(with_values(cfg, params, values[r]))[1:] for r in reps]
+        built = [build_model(with_values(work, params, values[r], in_place=True))[1:]
+                 for r in reps]
         world, levers = built[0]
         together = not any(not_per_replication(world, levers, w, lv) for w, lv in built[1:])
         groups = [reps] if together else [[r] for r in reps]

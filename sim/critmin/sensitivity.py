@@ -119,9 +119,12 @@ class KpiEvaluator:
 
     def __init__(self, cfg: Any, params: list[UncertainParam], kpi: str, region: str,
                  product: str, replications: int) -> None:
+        import copy
+
         from .config.model import build_model
 
         self.cfg, self.params = cfg, params
+        self.work = copy.deepcopy(cfg)  # each point sets every parameter in it, then builds
         self.kpi, self.region, self.product = kpi, region, product
         self.spec, _, _ = build_model(cfg)
         self.reps = list(range(replications))
@@ -136,7 +139,8 @@ class KpiEvaluator:
         from .config.uncertain import with_values
         from .core.engine import not_per_replication
 
-        built = [build_model(with_values(self.cfg, self.params, v))[1:] for v in points]
+        built = [build_model(with_values(self.work, self.params, v, in_place=True))[1:]
+                 for v in points]
         w0, lv0 = built[0]
         if any(not_per_replication(w0, lv0, w, lv) for w, lv in built[1:]):
             return np.array([self._run(built[i:i + 1]) for i in range(len(built))]).reshape(-1)

@@ -140,9 +140,13 @@ def draw(params: list[UncertainParam], replications: int, seed: int) -> np.ndarr
         else u
 
 
-def with_values(cfg: Any, params: list[UncertainParam], values: np.ndarray) -> Any:
-    """A copy of `cfg` with each parameter's key set to its value (the original is untouched)."""
-    out = copy.deepcopy(cfg)
+def with_values(cfg: Any, params: list[UncertainParam], values: np.ndarray,
+                in_place: bool = False) -> Any:
+    """A copy of `cfg` with each parameter's key set to its value (the original is untouched).
+
+    `in_place` sets them in `cfg` itself: for a working copy that every replication
+    overwrites (all of its keys each time), saving a copy of the config per replication."""
+    out = cfg if in_place else copy.deepcopy(cfg)
     for p, v in zip(params, values, strict=True):
         current = OmegaConf.select(out, p.key)
         whole = isinstance(current, int) and not isinstance(current, bool)
