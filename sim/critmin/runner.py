@@ -70,19 +70,31 @@ def simulate_uncertain(
     for reps in batches(spec.replications, spec.batch_size):
         built = [build_model(with_values(work, params, values[r], in_place=True))[1:]
                  for r in reps]
-        world, levers = built[0]
-        together = not any(not_per_replication(world, levers, w, lv) for w, lv in built[1:])
-        groups = [reps] if together else [[r] for r in reps]
+        groups = [list(range(len(reps)))] if batchable(built) else [[i] for i in range(len(reps))]
         for group in groups:
-            first = reps.index(group[0])
-
-            def progress(frac: float, _done: int = group[0], _n: int = len(group)) -> None:
+            def progress(frac: float, _done: int = reps[group[0]], _n: int = len(group)) -> None:
                 if on_progress is not None:
                     on_progress(_done + frac * _n)
 
-            own = [built[reps.index(r)] for r in group] if together else None
-            res = Simulation(built[first][0], spec.calendar, group, spec.seed, progress=progress,
-                             levers=built[first][1],
-                             worlds=[w for w, _ in own] if own else None,
-                             levers_each=[lv for _, lv in own] if own else None).run()
-            yield res, built[first][0], built[first][1]
+            part = [built[i] for i in group]
+            res = simulate_built(part, spec.calendar, [reps[i] for i in group], spec.seed, progress)
+            yield res, part[0][0], part[0][1]
+
+
+def batchable(built: list[tuple[World, Levers]]) -> bool:
+    """Whether these (world, levers) can run as one batch: they differ only in what the
+    engine reads per replication (`engine.not_per_replication`)."""
+    w0, lv0 = built[0]
+    return not any(not_per_replication(w0, lv0, w, lv) for w, lv in built[1:])
+
+
+def simulate_built(built: list[tuple[World, Levers]], calendar: Any, replications: list[int],
+                   seed: int, progress: Callable[[float], None] | None = None) -> BatchResult:
+    """One batch in which replication i runs in world and levers `built[i]` (`batchable`);
+    if all are one pair, the plain shared-world batch."""
+    world, levers = built[0]
+    if all(b[0] is world and b[1] is levers for b in built):
+        return Simulation(world, calendar, replications, seed, progress=progress,
+                          levers=levers).run()
+    return Simulation(world, calendar, replications, seed, progress=progress, levers=levers,
+                      worlds=[w for w, _ in built], levers_each=[lv for _, lv in built]).run()

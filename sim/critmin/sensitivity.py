@@ -137,30 +137,26 @@ class KpiEvaluator:
     def many(self, points: np.ndarray) -> np.ndarray:
         from .config.model import build_model
         from .config.uncertain import with_values
-        from .core.engine import not_per_replication
+        from .runner import batchable
 
         built = [build_model(with_values(self.work, self.params, v, in_place=True))[1:]
                  for v in points]
-        w0, lv0 = built[0]
-        if any(not_per_replication(w0, lv0, w, lv) for w, lv in built[1:]):
+        if not batchable(built):
             return np.array([self._run(built[i:i + 1]) for i in range(len(built))]).reshape(-1)
         return self._run(built)
 
     def _run(self, built: list[tuple[Any, Any]]) -> np.ndarray:
         """Simulate the points `built` ((world, levers) each) in one batch: their KPIs."""
-        from .core.engine import Simulation
         from .core.kpis import compute_kpis
+        from .runner import simulate_built
 
         R = len(self.reps)
-        cal, seed = self.spec.calendar, self.spec.seed
-        own = len(built) > 1
-        res = Simulation(built[0][0], cal, self.reps * len(built), seed, levers=built[0][1],
-                         worlds=[w for w, _ in built for _ in self.reps] if own else None,
-                         levers_each=[lv for _, lv in built for _ in self.reps] if own else None
-                         ).run()
+        cal = self.spec.calendar
+        res = simulate_built([b for b in built for _ in self.reps], cal, self.reps * len(built),
+                             self.spec.seed)
         out = np.empty(len(built))
         for j, (world, levers) in enumerate(built):
-            part = res if not own else _replications(res, slice(j * R, (j + 1) * R))
+            part = res if len(built) == 1 else _replications(res, slice(j * R, (j + 1) * R))
             out[j] = self._kpi(compute_kpis(world, part, cal.tick_days, levers))
         return out
 

@@ -214,7 +214,8 @@ class ExportControls:
             self.lic_sig = sig.reshape(-1)[route]
             self.lic_half_var = (0.5 * sig * sig).reshape(-1)[route]
             self.lic_elem_mean = self.lic_mean.reshape(-1)[lic if self.own else route]
-            self.lic_elem_last = self.LL_each[r] - 1  # the longest delay, in ticks
+            self.lic_elem_last = self.LL_each[r] - 1  # the longest delay, in ticks (LL - 1
+            # when the replications share their levers)
             self.lic_rd = r * N + d  # (replication, destination) of each element's delay draw
             # its flat index in one queue slot [R, licensed dest, origin, K]
             self.lic_qbase = (r * len(self.lic_dests) + self.dest_pos[d]) * (N * K) + o_k
@@ -285,7 +286,7 @@ class ExportControls:
                                            - self.lic_half_var)
         ticks = np.rint(days / sim.cal.tick_days)
         np.maximum(ticks, 1, out=ticks)  # np.clip(ticks, 1, LL - 1), without its overhead
-        np.minimum(ticks, self.lic_elem_last if self.own else self.LL - 1, out=ticks)
+        np.minimum(ticks, self.lic_elem_last, out=ticks)
         slots = ((t + ticks.astype(np.int64)) % self.LL) * self.queue_slot_size + self.lic_qbase
         # each element goes to its own queue cell (no two share one), so a plain indexed add
         # is exact; elsewhere the licensing mask is 0 and nothing is held
