@@ -80,3 +80,40 @@ def test_the_launcher_loader_pickles_without_its_compositions(loader):
     again = pickle.loads(pickle.dumps(wrapped))
     assert again._cache is None
     assert plain(again.load_sweep_config(master, ["run.seed=4"])) == plain(job)
+
+
+def test_files_are_loaded_once_and_handed_out_as_copies(loader):
+    cache = ComposeCache(loader)
+    repo = cache.loader.repository  # the file cache (the loader given is left as it is)
+    assert repo is not loader.repository
+    first = cache.load("config", [*HYDRA, "package=stockpiles"], RunMode.RUN)
+    kept = len(repo.loaded)
+    assert kept > 10  # config.yaml, the world, the lever files, Hydra's own ...
+    a = repo.load_config("world/rare_earths")
+    a.config.name = "changed by a caller"
+    b = repo.load_config("world/rare_earths")
+    assert b.config.name != "changed by a caller" and len(repo.loaded) == kept
+    # another choice of files loads only the files it adds
+    second = cache.load("config", [*HYDRA, "package=full"], RunMode.RUN)
+    assert len(repo.loaded) > kept
+    assert plain(second) == plain(loader.load_configuration("config", [*HYDRA, "package=full"],
+                                                            RunMode.RUN))
+    assert plain(first) != plain(second)
+
+
+def test_an_edited_file_is_read_again(tmp_path):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - world: a\n  - _self_\nx: 1\n")
+    (tmp_path / "world" / "a.yaml").write_text("name: first\n")
+    (tmp_path / "other").mkdir()  # a second choice of files composes again, world/a included
+    for option in ("x", "y"):
+        (tmp_path / "other" / f"{option}.yaml").write_text(f"option: {option}\n")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+            cache = ComposeCache(GlobalHydra.instance().config_loader())
+            assert cache.load("config", ["+other=x"], RunMode.RUN).world.name == "first"
+            (tmp_path / "world" / "a.yaml").write_text("name: second, longer\n")
+            assert cache.load("config", ["+other=y"], RunMode.RUN).world.name == "second, longer"
+    finally:
+        GlobalHydra.instance().clear()
