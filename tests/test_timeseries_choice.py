@@ -93,3 +93,7 @@ def test_each_row_group_holds_one_variable_and_says_which(tmp_path):
         assert stats is not None and stats.has_min_max and stats.min == stats.max
         seen.add(stats.min)
     assert seen == set(PRESETS["compare"])
+    # every column is required (no null markers to write), and none holds a null
+    table = pq.read_table(folder / "timeseries.parquet")
+    assert not any(f.nullable for f in table.schema)
+    assert all(table[c].null_count == 0 for c in table.column_names)
