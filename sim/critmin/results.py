@@ -85,7 +85,7 @@ def _names(names: tuple[str, ...]) -> pa.Array:
     return pa.array(names, pa.string())
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # a job's few block sizes; at most 8 x ~4 MB kept
 def _zeros(n: int) -> np.ndarray:
     """n codes 0 (read-only; arrow uses the buffer as it is): a label the same on every row."""
     z = np.zeros(n, dtype=np.int32)

@@ -18,8 +18,8 @@ Jobs that do choose other files (`package=stockpiles`) are composed by Hydra, bu
 through `_FileCache`, which keeps each config file as loaded (YAML parsed, as OmegaConf)
 for the next composition in the process, and hands Hydra a copy. It also spares
 Hydra's copy of its ConfigStore at every composition (ConfigRepository). Together
-~0.1 s of the ~0.27 s a composition costs. A file is read again when its size or
-modification time changes.
+~0.06 s of the ~0.2 s a composition costs (the rest is OmegaConf merging). A file is
+read again when its size or modification time changes.
 
 `CachingConfigLoader` is a ConfigLoader for Hydra's launchers (set up by critmin's
 sweeper), so each worker process composes each choice of files once.
@@ -36,7 +36,6 @@ from typing import Any
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.config_repository import ConfigRepository
 from hydra.core.config_loader import ConfigLoader
-from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.plugins.config_source import ConfigResult, ConfigSource
@@ -80,12 +79,11 @@ class _FileCache(ConfigRepository):
     path; a file is loaded again when its size or modification time has changed.
     """
 
-    def __init__(self, delegate: ConfigRepository) -> None:  # noqa: D107 - no super(): no search path
+    def __init__(self, delegate: ConfigRepository) -> None:
+        # (not super().__init__, which builds the sources from a search path: these are
+        # the delegate's; initialize_sources, inherited, sets a new list, so copies stay apart)
         self.sources = list(delegate.sources)
         self.loaded: dict[tuple[Any, ...], tuple[ConfigResult, _Frozen] | None] = {}
-
-    def initialize_sources(self, config_search_path: ConfigSearchPath) -> None:
-        super().initialize_sources(config_search_path)  # sets a new list: copies stay apart
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _FileCache:
         new = copy.copy(self)
