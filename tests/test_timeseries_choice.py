@@ -97,3 +97,42 @@ def test_each_row_group_holds_one_variable_and_says_which(tmp_path):
     table = pq.read_table(folder / "timeseries.parquet")
     assert not any(f.nullable for f in table.schema)
     assert all(table[c].null_count == 0 for c in table.column_names)
+
+
+def test_region_flows_have_rows_only_where_the_world_allows_them():
+    """A region-product flow gets rows only in the cells the world lets be non-zero (a plant
+    makes or uses the product there, or an end use buys it); every cell left out is zero in
+    the run, and a non-zero one would stop the writing."""
+    import numpy as np
+
+    from critmin.config.model import build_model
+    from critmin.core.invariants import InvariantError
+    from critmin.results import VARIABLES, possible_cells, timeseries_tables
+    from critmin.runner import simulate
+
+    spec, world, levers = build_model(compose(SMALL))
+    res = next(iter(simulate(world, spec, None, levers)))
+    cells = possible_cells(world)
+    names = {name for name, _ in VARIABLES.values()}
+    tables = {t["variable"][0].as_py(): t for t in timeseries_tables(world, res, levers)
+              if t.num_rows and t["variable"][0].as_py() in names
+              and t["sector"][0].as_py() == ""}
+    R, MT = res.production.shape[:2]
+    for field, (name, _) in VARIABLES.items():
+        values, keep = getattr(res, field), cells[field]
+        assert not values[:, :, ~keep].any(), f"{name}: a cell left out is not zero"
+        table = tables[name]
+        assert table.num_rows == R * MT * keep.sum()
+        got = set(zip(table["region"].to_pylist(), table["product"].to_pylist(), strict=True))
+        assert got == {(world.regions[n], world.products[k]) for n, k in zip(*np.nonzero(keep),
+                                                                             strict=True)}
+    assert not cells["consumption"].all() and cells["inventory"].all()
+    # end use of magnets only where a sector buys them; no end use of ore anywhere
+    end = cells["consumption"]
+    assert end[:, world.product_index("magnet")].any()
+    assert not end[:, world.product_index("conc_light")].any()
+    # a non-zero value in a cell left out stops the writing, naming it
+    res.consumption[0, 0, 0, world.product_index("conc_light")] = 1.0
+    with pytest.raises(InvariantError, match=f"consumption is non-zero in {world.regions[0]} "
+                                             "conc_light"):
+        list(timeseries_tables(world, res, levers))

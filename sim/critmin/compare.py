@@ -190,6 +190,10 @@ def job_series(study: Study, opts: Options) -> pd.DataFrame:
                                           "consumption"], opts.region, opts.product)
         wide = flows.pivot_table(index=["replication", "date"], columns="variable",
                                  values="value", aggfunc="sum")
+        # a series the world cannot have in this region (no plant or end use of the
+        # product there) has no rows: it is zero in every month (docs/results.md)
+        wide = wide.reindex(pd.MultiIndex.from_frame(price[["replication", "date"]]),
+                            fill_value=0.0)
         for col in ("unmet_demand", "china_content_of_use", "input_use", "consumption"):
             if col not in wide:
                 wide[col] = 0.0

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .core.engine import LEVER_SERIES, BatchResult
+from .core.invariants import InvariantError
 from .core.kpis import KpiRows
 from .core.levers import Levers
 from .core.world import World
@@ -200,6 +201,34 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
                       "lever": "export_controls"}, "licences_pending", "t")
 
 
+def possible_cells(world: World) -> dict[str, np.ndarray]:
+    """For each region-product flow of VARIABLES, the [region, product] cells the world lets
+    be non-zero: production where a plant makes the product, input use where a plant uses
+    it, end use (consumption, demand, unmet) where an end-use sector buys it, China's
+    content of use where either uses it. The other cells are zero in every run of the
+    world, and get no rows (over half of these rows in the rare-earth world; docs/results.md).
+    Inventory keeps all."""
+    N, K = len(world.regions), len(world.products)
+    made, used, end = (np.zeros((N, K), dtype=bool) for _ in range(3))
+    for f, region in enumerate(world.fac_region):
+        made[region] |= np.asarray(world.fac_outputs[f]) > 0
+        used[region] |= np.asarray(world.fac_inputs[f]) > 0
+    end[np.asarray(world.sector_region), np.asarray(world.sector_product)] = True
+    return {"production": made, "input_use": used, "consumption": end, "demand": end,
+            "unmet": end, "provenance_use": used | end, "inventory": np.ones((N, K), dtype=bool)}
+
+
+def _check_left_out(world: World, values: np.ndarray, keep: np.ndarray, name: str) -> None:
+    """Raise if a cell `possible_cells` leaves out holds a non-zero value ([R, MT, N, K])."""
+    R, MT, N, K = values.shape
+    left_out = values.reshape(R * MT, N * K)[:, ~keep.reshape(-1)]
+    if left_out.any():
+        n, k = np.unravel_index(np.flatnonzero(~keep)[np.flatnonzero(left_out.any(0))[0]], (N, K))
+        raise InvariantError(f"{name} is non-zero in {world.regions[n]} {world.products[k]}, "
+                             "where the world has no plant or end use of it: a bug in critmin, "
+                             "please report it")
+
+
 def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = None,
                       series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
     """The long-format rows of one batch, one block per variable; only `series` are built."""
@@ -213,10 +242,19 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
     dates = months[mi]
     region = (n, world.regions)
     product = (k, world.products)
+    cells = possible_cells(world)
+    rows: dict[bytes, list[np.ndarray]] = {}  # the row labels of each set of cells
     for field, (name, unit) in VARIABLES.items():
         if name in series:
-            yield _frame(rep, dates, getattr(res, field),
-                         {"region": region, "product": product}, name, unit)
+            keep = cells[field]
+            key = keep.tobytes()
+            if key not in rows:
+                rows[key] = _grid(res.replications, MT, N, K, keep=keep)
+            rep_c, mi_c, n_c, k_c = rows[key]
+            _check_left_out(world, getattr(res, field), keep, name)
+            yield _frame(rep_c, months[mi_c], _kept(getattr(res, field), keep),
+                         {"region": (n_c, world.regions), "product": (k_c, world.products)},
+                         name, unit)
     # imports and exports between regions, and supply by origin (domestic included)
     ship = res.shipments  # R, MT, d, o, K
     if series & {"imports", "exports"}:

@@ -32,7 +32,7 @@ class RunConfig:
     progress: bool = True  # progress bar on stderr
     plots: bool = True  # write PNG plots next to the tables
     # which series timeseries.parquet holds: "all", "compare" (only what `critmin compare`
-    # reads: a third of the rows, for large sweeps), "none" (KPIs only) or a list of
+    # reads: a fifth of the rows, for large sweeps), "none" (KPIs only) or a list of
     # variable names (docs/results.md)
     timeseries: Any = "all"
 
