@@ -622,6 +622,7 @@ class Simulation:
         """New transit times [R, dest, origin] in ticks (at the start and at each contract review)."""
         self.lead_ticks = lead_ticks
         self.ship_bins = self._ship_bins(lead_ticks[..., None])
+        self.leak_bins = None  # for leaked shipments, made when first needed (_ship)
 
     def _ship_bins(self, lead: np.ndarray) -> np.ndarray:
         """For a load [2, R, dest, origin, K] shipped on routes of `lead` ticks ([R, dest, origin,
@@ -636,8 +637,13 @@ class Simulation:
         """Put shipments in transit: `load` is [quantity, provenance-traced part], each
         [R, dest, origin, K]; duties are charged as they leave."""
         Lp = self.Lp
-        bins = self.ship_bins if extra_ticks is None else \
-            self._ship_bins(self.lead_ticks[..., None] + extra_ticks[None])
+        if extra_ticks is None:
+            bins = self.ship_bins
+        else:  # leaked shipments: their extra ticks are fixed, so the bins last a review
+            if self.leak_bins is None or self.leak_bins[0] is not extra_ticks:
+                self.leak_bins = (extra_ticks,
+                                  self._ship_bins(self.lead_ticks[..., None] + extra_ticks[None]))
+            bins = self.leak_bins[1]
         # due[:, j]: what arrives j ticks from now (summed over origins in order), which is
         # pipeline slot (t + j) % Lp: one bincount for both halves, then two slice adds
         due = np.bincount(bins, load.reshape(-1), minlength=self.pipes.size)
@@ -681,8 +687,10 @@ class Simulation:
         self.ins += arriving
         self.in_transit -= arriving[0]
         arriving[...] = 0.0
-        if controls is not None and controls.has_licensing:
-            granted, granted_prov, refused, refused_prov = controls.decide_licences(t)
+        decided = controls.decide_licences(t) if controls is not None and controls.has_licensing \
+            else None
+        if decided is not None:  # (None: nothing was due, so shipping it would add zeros)
+            granted, granted_prov, refused, refused_prov = decided
             self._ship(t, pair(granted, granted_prov), offer)
             self.out_stock += refused.sum(axis=1)
             self.out_prov += refused_prov.sum(axis=1)

@@ -103,6 +103,9 @@ class ExportControls:
         self.queues = np.zeros((2, self.LL if lic else 1, R, nD, N, K))
         self.queue, self.queue_prov = self.queues  # views
         self.queue_slot_size = R * nD * N * K
+        # the slots that may hold something: the queue is empty most of the time (licensing
+        # is in force for part of a run), and held_at_origin sums only these slots
+        self.slot_used = np.zeros(len(self.queue), dtype=bool)
         self.delay_rng = [stream(sim.seed, int(rep), "licence/delay") for rep in sim.reps]
         self.approve_rng = [stream(sim.seed, int(rep), "licence/approval") for rep in sim.reps]
         self.quota_used = np.zeros((R, C))
@@ -287,27 +290,33 @@ class ExportControls:
         ticks = np.rint(days / sim.cal.tick_days)
         np.maximum(ticks, 1, out=ticks)  # np.clip(ticks, 1, LL - 1), without its overhead
         np.minimum(ticks, self.lic_elem_last, out=ticks)
-        slots = ((t + ticks.astype(np.int64)) % self.LL) * self.queue_slot_size + self.lic_qbase
+        slot = (t + ticks.astype(np.int64)) % self.LL
+        slots = slot * self.queue_slot_size + self.lic_qbase
         # each element goes to its own queue cell (no two share one), so a plain indexed add
         # is exact; elsewhere the licensing mask is 0 and nothing is held
         cells = np.concatenate((slots, slots + self.queue.size))  # quantity, provenance halves
-        self.queues.reshape(-1)[cells] += np.concatenate((shipped.reshape(-1)[lic],
-                                                          prov.reshape(-1)[lic]))
+        held = shipped.reshape(-1)[lic]
+        self.queues.reshape(-1)[cells] += np.concatenate((held, prov.reshape(-1)[lic]))
+        self.slot_used[slot[held != 0.0]] = True  # (a slot given only zeros still holds zeros)
         free, free_prov = shipped.copy(), prov.copy()
         free.reshape(-1)[lic] = 0.0
         free_prov.reshape(-1)[lic] = 0.0
         return free, free_prov
 
-    def decide_licences(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def decide_licences(self, t: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Licences decided this tick: (approved, approved provenance, refused, refused prov),
-        each [R, dest, origin, K]."""
+        each [R, dest, origin, K]; None if no shipment waits for a decision this tick."""
         slot = t % self.LL
-        due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, origin, K]
-        self.queues[:, slot] = 0.0
         sim = self.sim
         u = np.empty((sim.R, sim.N, sim.N, sim.K))
         for r, rng in enumerate(self.approve_rng):  # every draw, as ever
             u[r] = rng.random((sim.N, sim.N, sim.K))
+        if not self.slot_used[slot]:  # an empty slot (the draws are made all the same)
+            return None
+        due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, origin, K]
+        self.queues[:, slot] = 0.0
+        self.slot_used[slot] = False
         dests = self.lic_dests
         approval = self.lic_approval[:, dests] if self.own else self.lic_approval[None, dests]
         ok = (u[:, dests] < approval).astype(float)
@@ -317,8 +326,16 @@ class ExportControls:
         return out[0, 0], out[0, 1], out[1, 0], out[1, 1]
 
     def held_at_origin(self) -> np.ndarray:
-        """Tonnes waiting for a licence, by exporter: [R, origin, K]."""
-        return self.queue.sum(axis=(0, 2))
+        """Tonnes waiting for a licence, by exporter: [R, origin, K].
+
+        The sum over the slots in use only: the others hold zeros, and leaving out zeros
+        from a sum taken in the same order gives the same number."""
+        used = np.flatnonzero(self.slot_used)
+        if used.size == 0:
+            return np.zeros((self.sim.R, self.sim.N, self.sim.K))
+        if used.size == len(self.slot_used):
+            return self.queue.sum(axis=(0, 2))
+        return self.queue[used].sum(axis=(0, 2))
 
     def held_by_product(self) -> np.ndarray:
         return self.queue.sum(axis=(0, 2, 3))
