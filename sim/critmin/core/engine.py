@@ -743,8 +743,10 @@ class Simulation:
         stock -= use
         prov_flat -= use_prov
         used = use
-        if piles is not None and piles.any_members_only:
-            extra, extra_prov = piles.release_to_members(demand, served)
+        released = piles.release_to_members(demand, served) \
+            if piles is not None and piles.any_members_only else None
+        if released is not None:  # (None: nothing released, the sums below would add zeros)
+            extra, extra_prov = released
             extra_used = extra @ self.SE
             end_use = end_use + extra_used
             use_prov = use_prov + extra_prov @ self.SE

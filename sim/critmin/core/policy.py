@@ -510,17 +510,23 @@ class Stockpiles:
                 continue
             self._take(p, qty, to_stock_cols=cols, stock=stock)
 
-    def release_to_members(self, demand: np.ndarray, served: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def release_to_members(self, demand: np.ndarray, served: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
         """Reserves for members serve members' unserved demand directly. Returns (t, provenance t)
-        added to each end use's consumption: [R, S] each. `served` is updated."""
+        added to each end use's consumption: [R, S] each, or None if no reserve released
+        anything (they would be zeros). `served` is updated."""
         sim = self.sim
         extra = np.zeros_like(served)
         extra_prov = np.zeros_like(served)
+        released = False
         for p, sp in enumerate(self.piles):
             if not sp.members_only:
                 continue
             members = sp.member_sectors
             unserved = np.where(members, demand - served, 0.0)  # R, S
+            if not unserved.any():  # every member served: nothing wanted, nothing released
+                self.releasing[:, p] = False
+                continue
             wanted = unserved @ sim.SEK  # R, K
             asked = np.where(members, demand, 0.0) @ sim.SEK
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -537,6 +543,9 @@ class Stockpiles:
             extra += give
             extra_prov += give * share[:, sim.w.sector_product]
             self._take(p, qty)
+            released = True
+        if not released:
+            return None
         served += extra
         return extra, extra_prov
 
@@ -563,17 +572,18 @@ class Stockpiles:
         sim = self.sim
         R, N, K = sim.R, sim.N, sim.K
         self.orders = np.zeros((R, len(self.piles), N, K))
-        self.ordering = False
+        self.ordering = False  # whether a pile orders anything (else receive adds zeros)
         for p, sp in enumerate(self.piles):
             if not self._active(p):
                 continue
-            self.ordering = True
             d = sp.holder
             per_day = use_exp[:, d] / sim.cal.tick_days  # R, K
             target = sp.target_days * per_day
             most = self.most_per_use[p] * per_day
             want = np.minimum(most, np.maximum(0.0, target - self.level[:, p]) * sim.a_stock)
             want = np.where(sp.products[None] & ~self.releasing[:, p], want, 0.0)
+            if not want.any():  # the order would be zeros, as it stands (self.orders)
+                continue
             # cheap enough, from an origin it buys from (x * a * b is x * (a & b) for flags)
             cheap = origin_price <= self.cap_price[p][None]  # R, o, K
             weight = sourcing[:, d] * origin_ok[:, d] * cheap
@@ -584,11 +594,12 @@ class Stockpiles:
             left = np.maximum(0.0, sp.budget_usd - self.spent[:, p])
             scale = np.where(cost > left, left / np.where(cost > 0, cost, 1.0), 1.0)
             self.orders[:, p] = order * scale[:, None, None]
+            self.ordering = True
         return self.orders
 
     def receive(self, fill: np.ndarray, prov_share: np.ndarray, origin_price: np.ndarray) -> np.ndarray:
         """Take delivery of filled orders at the origin; returns tonnes taken [R, origin, K]."""
-        if not self.ordering:  # no pile is buying yet: all of the below would add zeros
+        if not self.ordering:  # no pile is buying: all of the below would add zeros
             return np.zeros_like(fill)
         got = self.orders * fill[:, None]
         bought = got.sum(axis=2)  # R, P, K
