@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from critmin.core.levers import ExportDiscount, Levers, PriceClub, Tariff
-from critmin.core.policy import TradeTerms, lognormal_factor
+from critmin.core.policy import TradeTerms, lognormal_factor, queue_sum
 
 
 def test_licence_queue_over_licensed_destinations_sums_like_the_full_queue():
@@ -21,6 +21,25 @@ def test_licence_queue_over_licensed_destinations_sums_like_the_full_queue():
         compact = np.ascontiguousarray(full[:, :, dests])
         assert np.array_equal(compact.sum(axis=(0, 2)), full.sum(axis=(0, 2)))
         assert np.array_equal(compact.sum(axis=(0, 2, 3)), full.sum(axis=(0, 2, 3)))
+
+
+def test_licence_queue_sum_over_used_slots_and_columns_equals_the_full_sum():
+    """held_at_origin sums only the slots in use and the columns a licence can hold: the same
+    numbers as the sum over the whole queue, whatever the shapes (one column is padded to
+    two, as ExportControls does)."""
+    rng = np.random.default_rng(4)
+    for S, R, D, N, K, n_cols in [(56, 10, 8, 9, 5, 2), (30, 3, 4, 6, 2, 1), (56, 1, 8, 9, 5, 1),
+                                  (20, 4, 1, 9, 5, 45), (13, 2, 3, 4, 3, 5)]:
+        queue = np.zeros((S, R, D, N, K))
+        cols = np.sort(rng.choice(N * K, n_cols, replace=False))
+        slots = np.sort(rng.choice(S, max(1, S // 3), replace=False))
+        shape = (len(slots), R, D, n_cols)
+        vals = rng.random(shape) * 10.0 ** rng.integers(-6, 6, shape)
+        flat = queue.reshape(S, R, D, N * K)
+        flat[np.ix_(slots, range(R), range(D), cols)] = vals * (rng.random(shape) > 0.3)
+        if cols.size == 1:
+            cols = np.append(cols, (cols[0] + 1) % (N * K))
+        assert np.array_equal(queue_sum(queue, slots, cols), queue.sum(axis=(0, 2)))
 
 
 def test_licence_delays_on_licensed_elements_equal_the_full_array_form():
