@@ -24,9 +24,9 @@ def test_licence_queue_over_licensed_destinations_sums_like_the_full_queue():
 
 
 def test_licence_queue_sum_over_used_slots_and_columns_equals_the_full_sum():
-    """held_at_origin sums only the slots in use and the columns a licence can hold: the same
-    numbers as the sum over the whole queue, whatever the shapes (one column is padded to
-    two, as ExportControls does)."""
+    """The licence queue keeps only the columns a licence can hold, and held_at_origin sums only
+    its slots in use: the same numbers as the sum over the whole [slot, R, dest, origin, K]
+    queue, whatever the shapes (one column is padded to two, as ExportControls does)."""
     rng = np.random.default_rng(4)
     for S, R, D, N, K, n_cols in [(56, 10, 8, 9, 5, 2), (30, 3, 4, 6, 2, 1), (56, 1, 8, 9, 5, 1),
                                   (20, 4, 1, 9, 5, 45), (13, 2, 3, 4, 3, 5)]:
@@ -39,7 +39,8 @@ def test_licence_queue_sum_over_used_slots_and_columns_equals_the_full_sum():
         flat[np.ix_(slots, range(R), range(D), cols)] = vals * (rng.random(shape) > 0.3)
         if cols.size == 1:
             cols = np.append(cols, (cols[0] + 1) % (N * K))
-        assert np.array_equal(queue_sum(queue, slots, cols), queue.sum(axis=(0, 2)))
+        compact = np.ascontiguousarray(flat[..., cols])  # the queue as ExportControls keeps it
+        assert np.array_equal(queue_sum(compact, slots, cols, N, K), queue.sum(axis=(0, 2)))
 
 
 def test_licence_delays_on_licensed_elements_equal_the_full_array_form():
@@ -105,7 +106,9 @@ def test_licence_queue_sums_and_decisions_skip_only_empty_slots():
         kind = "empty" if used == 0 else "partial" if used < len(ctl.slot_used) else "full"
         seen[kind] = seen.get(kind, 0) + 1
         out = held()
-        assert np.array_equal(out, ctl.queue.sum(axis=(0, 2)))
+        full = np.zeros((*ctl.queue.shape[:3], sim.N * sim.K))  # [slot, R, dest, origin x K]
+        full[..., ctl.lic_cols] = ctl.queue
+        assert np.array_equal(out, full.reshape(*full.shape[:3], sim.N, sim.K).sum(axis=(0, 2)))
         return out
 
     def checked_decide(t):

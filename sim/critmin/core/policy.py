@@ -88,10 +88,13 @@ class ExportControls:
         # the longest delay a replication draws is its LL - 1 ticks (clipped there)
         self.LL_each = np.array([queue_length(cs) for cs in each])
         self.LL = int(self.LL_each.max(initial=queue_length(controls)))
-        # The queue [slot, R, dest, origin, K] holds only the destinations a licensing control
-        # covers (`lic_dests`): elsewhere it would stay zero. Summing it over slots and
-        # destinations (held_at_origin) then adds the same non-zero terms in the same order,
-        # at a fraction of the cost.
+        # The queue [slot, R, dest, column] holds only the destinations a licensing control
+        # covers (`lic_dests`) and the (origin, product) columns it covers (`lic_cols`, flat
+        # origin * K + product, at least two: with one, numpy would sum over destinations in
+        # its inner loop, pairwise, in another order): elsewhere it would stay zero. Summing
+        # it over slots and destinations (held_at_origin) then adds the same non-zero terms
+        # in the same order as over the full [slot, R, dest, origin, K], at a fraction of the
+        # cost (tests/test_policy_speed.py).
         lic_cover = np.zeros((N, N, K), dtype=bool)
         for c in lic:
             lic_cover |= c.cover
@@ -99,19 +102,19 @@ class ExportControls:
         nD = len(self.lic_dests)
         self.dest_pos = np.zeros(N, dtype=np.int64)  # a licensed destination's place in the queue
         self.dest_pos[self.lic_dests] = np.arange(nD)
-        # [quantity, provenance-traced part] in one array, so a tick moves both in one call
-        self.queues = np.zeros((2, self.LL if lic else 1, R, nD, N, K))
-        self.queue, self.queue_prov = self.queues  # views
-        self.queue_slot_size = R * nD * N * K
-        # the slots that may hold something: the queue is empty most of the time (licensing
-        # is in force for part of a run), and held_at_origin sums only these slots, and only
-        # the (origin, product) columns a licence can hold (at least two: with one, numpy
-        # would sum over destinations in its inner loop, pairwise, in another order)
-        self.slot_used = np.zeros(len(self.queue), dtype=bool)
         cols = np.flatnonzero(lic_cover.any(axis=0))
         if cols.size == 1:
             cols = np.append(cols, (cols[0] + 1) % (N * K))  # a column that holds zeros
-        self.held_cols = cols
+        self.lic_cols = cols
+        self.col_pos = np.zeros(N * K, dtype=np.int64)  # a licensed column's place in the queue
+        self.col_pos[cols] = np.arange(len(cols))
+        # [quantity, provenance-traced part] in one array, so a tick moves both in one call
+        self.queues = np.zeros((2, self.LL if lic else 1, R, nD, len(cols)))
+        self.queue, self.queue_prov = self.queues  # views
+        self.queue_slot_size = R * nD * len(cols)
+        # the slots that may hold something: the queue is empty most of the time (licensing
+        # is in force for part of a run), and held_at_origin sums only these slots
+        self.slot_used = np.zeros(len(self.queue), dtype=bool)
         self.delay_rng = [stream(sim.seed, int(rep), "licence/delay") for rep in sim.reps]
         self.approve_rng = [stream(sim.seed, int(rep), "licence/approval") for rep in sim.reps]
         self.quota_used = np.zeros((R, C))
@@ -227,7 +230,8 @@ class ExportControls:
             # when the replications share their levers)
             self.lic_rd = r * N + d  # (replication, destination) of each element's delay draw
             # its flat index in one queue slot [R, licensed dest, origin, K]
-            self.lic_qbase = (r * len(self.lic_dests) + self.dest_pos[d]) * (N * K) + o_k
+            self.lic_qbase = ((r * len(self.lic_dests) + self.dest_pos[d]) * len(self.lic_cols)
+                              + self.col_pos[o_k])
 
     # ---- per-tick rules -------------------------------------------------------------------
     def allowed(self) -> np.ndarray:
@@ -323,12 +327,15 @@ class ExportControls:
         due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, origin, K]
         self.queues[:, slot] = 0.0
         self.slot_used[slot] = False
-        dests = self.lic_dests
+        R, N, K = sim.R, sim.N, sim.K
+        dests, cols = self.lic_dests, self.lic_cols
         approval = self.lic_approval[:, dests] if self.own else self.lic_approval[None, dests]
-        ok = (u[:, dests] < approval).astype(float)
-        out = np.zeros((2, 2, sim.R, sim.N, sim.N, sim.K))  # zero off licensed destinations
-        out[0][:, :, dests] = due * ok
-        out[1][:, :, dests] = due * (1 - ok)
+        ok = (u[:, dests] < approval).reshape(R, len(dests), N * K)[..., cols].astype(float)
+        out = np.zeros((2, 2, R, N, N * K))  # zero off licensed destinations and columns
+        cells = np.ix_(np.arange(2), np.arange(R), dests, cols)
+        out[0][cells] = due * ok
+        out[1][cells] = due * (1 - ok)
+        out = out.reshape(2, 2, R, N, N, K)
         return out[0, 0], out[0, 1], out[1, 0], out[1, 1]
 
     def held_at_origin(self) -> np.ndarray:
@@ -337,24 +344,27 @@ class ExportControls:
         The sum over the slots in use and the columns a licence can hold only: the rest
         holds zeros, and leaving out zeros from a sum taken in the same order (slot, then
         destination) gives the same number (tests/test_policy_speed.py)."""
-        return queue_sum(self.queue, np.flatnonzero(self.slot_used), self.held_cols)
+        return queue_sum(self.queue, np.flatnonzero(self.slot_used), self.lic_cols,
+                         self.sim.N, self.sim.K)
 
     def held_by_product(self) -> np.ndarray:
-        return self.queue.sum(axis=(0, 2, 3))
+        """Tonnes waiting for a licence, by product: [R, K] (for the mass balance check)."""
+        return self.held_at_origin().sum(axis=1)
 
 
-def queue_sum(queue: np.ndarray, slots: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """queue.sum(axis=(0, 2)) for a queue [slot, R, dest, origin, K] that holds zeros outside
-    `slots` and the flat (origin, K) columns `cols` (at least two), bit for bit.
+def queue_sum(queue: np.ndarray, slots: np.ndarray, cols: np.ndarray, N: int, K: int
+              ) -> np.ndarray:
+    """Over the slots and destinations of a licence queue [slot, R, dest, column] that holds
+    zeros outside `slots`, the tonnes of each (origin, product) [R, N, K]: the columns are
+    the flat (origin * K + product) `cols` (at least two), the rest zero.
 
-    numpy sums a C-ordered array slot by slot, destination by destination; so does this, on
-    a C-ordered copy of the slots and columns that may hold something (take, not fancy
-    indexing on the last axis, whose result is not C-ordered)."""
-    S, R, D, N, K = queue.shape
+    Bit for bit the sum of the full [slot, R, dest, origin, K] queue over slots and
+    destinations: numpy sums a C-ordered array slot by slot, destination by destination,
+    and the terms left out are zeros."""
+    R = queue.shape[1]
     out = np.zeros((R, N * K))
     if slots.size:
-        q = queue.reshape(S, R, D, N * K)
-        out[:, cols] = q[slots].take(cols, axis=-1).sum(axis=(0, 2))
+        out[:, cols] = queue[slots].sum(axis=(0, 2))
     return out.reshape(R, N, K)
 
 
