@@ -112,6 +112,8 @@ class ExportControls:
         self.queues = np.zeros((2, self.LL if lic else 1, R, nD, len(cols)))
         self.queue, self.queue_prov = self.queues  # views
         self.queue_slot_size = R * nD * len(cols)
+        # where the queue's cells go in [2 (quantity, provenance), R, dest, origin * K]
+        self.queue_cells = np.ix_(np.arange(2), np.arange(R), self.lic_dests, cols)
         # the slots that may hold something: the queue is empty most of the time (licensing
         # is in force for part of a run), and held_at_origin sums only these slots
         self.slot_used = np.zeros(len(self.queue), dtype=bool)
@@ -332,9 +334,8 @@ class ExportControls:
         approval = self.lic_approval[:, dests] if self.own else self.lic_approval[None, dests]
         ok = (u[:, dests] < approval).reshape(R, len(dests), N * K)[..., cols].astype(float)
         out = np.zeros((2, 2, R, N, N * K))  # zero off licensed destinations and columns
-        cells = np.ix_(np.arange(2), np.arange(R), dests, cols)
-        out[0][cells] = due * ok
-        out[1][cells] = due * (1 - ok)
+        out[0][self.queue_cells] = due * ok
+        out[1][self.queue_cells] = due * (1 - ok)
         out = out.reshape(2, 2, R, N, N, K)
         return out[0, 0], out[0, 1], out[1, 0], out[1, 1]
 
