@@ -231,7 +231,7 @@ class ExportControls:
             self.lic_elem_last = self.LL_each[r] - 1  # the longest delay, in ticks (LL - 1
             # when the replications share their levers)
             self.lic_rd = r * N + d  # (replication, destination) of each element's delay draw
-            # its flat index in one queue slot [R, licensed dest, origin, K]
+            # its flat index in one queue slot [R, licensed dest, licensed column]
             self.lic_qbase = ((r * len(self.lic_dests) + self.dest_pos[d]) * len(self.lic_cols)
                               + self.col_pos[o_k])
 
@@ -326,7 +326,7 @@ class ExportControls:
             u[r] = rng.random((sim.N, sim.N, sim.K))
         if not self.slot_used[slot]:  # an empty slot (the draws are made all the same)
             return None
-        due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, origin, K]
+        due = self.queues[:, slot].copy()  # [quantity, provenance] x [R, licensed dest, column]
         self.queues[:, slot] = 0.0
         self.slot_used[slot] = False
         R, N, K = sim.R, sim.N, sim.K
