@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from critmin.config.paths import config_dir, register_all
 from critmin.config.uncertain import UncertainParam, parse_uncertain
-from critmin.sensitivity import kpi_evaluator, run_sensitivity
+from critmin.sensitivity import KpiEvaluator, run_sensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_in_a_world_the_parameter_that_obviously_dominates_comes_first():
     }
     cfg = OmegaConf.create(c)
     params = parse_uncertain(cfg)
-    evaluate = kpi_evaluator(cfg, params, "import_reliance", "USA", "magnet", replications=1)
+    evaluate = KpiEvaluator(cfg, params, "import_reliance", "USA", "magnet", replications=1)
     ix = run_sensitivity(params, evaluate, "morris", 3, seed=3)
     t = ix.table.set_index("parameter")
     assert t.mu_star["usa_magnets"] > 0.1  # 0 -> 20 kt/yr moves US import reliance by > 10 points
@@ -104,7 +104,7 @@ def test_bad_sensitivity_input_fails_in_one_line(tmp_path, args, words):
 
 
 def test_points_simulated_together_give_the_kpis_they_give_one_by_one(monkeypatch):
-    """kpi_evaluator runs several points as one batch of points x replications when the
+    """KpiEvaluator runs several points as one batch of points x replications when the
     engine reads their differences per replication (here: world and lever settings)."""
     from critmin.core.engine import Simulation
     from critmin.sensitivity import to_values
@@ -115,7 +115,7 @@ def test_points_simulated_together_give_the_kpis_they_give_one_by_one(monkeypatc
                                            "levers/export_control=licensing_2025"])
     params = parse_uncertain(cfg)
     points = to_values(params, np.random.default_rng(5).random((4, len(params))))
-    evaluate = kpi_evaluator(cfg, params, "shortfall_share", "USA", "magnet", replications=2)
+    evaluate = KpiEvaluator(cfg, params, "shortfall_share", "USA", "magnet", replications=2)
     assert evaluate.points_at_once == 5  # run.batch_size 10 / 2 replications
     runs = []
     real_run = Simulation.run

@@ -343,7 +343,7 @@ def _sensitivity(args: list[str], debug: bool) -> int:
 
     from .config.model import build_model
     from .config.uncertain import parse_uncertain
-    from .sensitivity import kpi_evaluator, run_sensitivity, write_outputs
+    from .sensitivity import KpiEvaluator, run_sensitivity, write_outputs
 
     p = argparse.ArgumentParser(
         prog="critmin sensitivity", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -394,7 +394,7 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
         from .compare import main_product
 
         o.product = main_product(OmegaConf.to_container(cfg.world, resolve=True))
-    evaluate = kpi_evaluator(cfg, params, o.kpi, o.region, o.product, o.replications)
+    evaluate = KpiEvaluator(cfg, params, o.kpi, o.region, o.product, o.replications)
 
     points = n * (len(params) + (1 if o.method == "morris" else 2))
     bar = tqdm(total=points, unit="pt", desc=f"sensitivity {o.method}", disable=o.no_progress,

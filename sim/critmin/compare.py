@@ -192,11 +192,9 @@ def job_series(study: Study, opts: Options) -> pd.DataFrame:
                                  values="value", aggfunc="sum")
         # a series the world cannot have in this region (no plant or end use of the
         # product there) has no rows: it is zero in every month (docs/results.md)
-        wide = wide.reindex(pd.MultiIndex.from_frame(price[["replication", "date"]]),
-                            fill_value=0.0)
-        for col in ("unmet_demand", "china_content_of_use", "input_use", "consumption"):
-            if col not in wide:
-                wide[col] = 0.0
+        wide = wide.reindex(index=pd.MultiIndex.from_frame(price[["replication", "date"]]),
+                            columns=["unmet_demand", "china_content_of_use", "input_use",
+                                     "consumption"], fill_value=0.0)
         use = wide["input_use"] + wide["consumption"]
         with np.errstate(divide="ignore", invalid="ignore"):
             share = (wide["china_content_of_use"] / use).where(use > 0)

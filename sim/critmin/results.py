@@ -243,7 +243,8 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
     region = (n, world.regions)
     product = (k, world.products)
     cells = possible_cells(world)
-    rows: dict[bytes, list[np.ndarray]] = {}  # the row labels of each set of cells
+    # the row labels of each set of cells (every cell: the full grid above)
+    rows: dict[bytes, list[np.ndarray]] = {np.ones((N, K), dtype=bool).tobytes(): [rep, mi, n, k]}
     for field, (name, unit) in VARIABLES.items():
         if name in series:
             keep = cells[field]

@@ -123,7 +123,7 @@ class KpiEvaluator:
 
         from .config.model import build_model
 
-        self.cfg, self.params = cfg, params
+        self.params = params
         self.work = copy.deepcopy(cfg)  # each point sets every parameter in it, then builds
         self.kpi, self.region, self.product = kpi, region, product
         self.spec, _, _ = build_model(cfg)
@@ -187,13 +187,6 @@ def _replications(res: Any, part: slice) -> Any:
             continue
         cut[f.name] = {k: a[part] for k, a in v.items()} if isinstance(v, dict) else v[part]
     return dataclasses.replace(res, **cut)
-
-
-def kpi_evaluator(cfg: Any, params: list[UncertainParam], kpi: str, region: str, product: str,
-                  replications: int) -> KpiEvaluator:
-    """evaluate(values): the model with those parameter values, mean KPI over `replications`
-    streams (the same streams for every point); lever KPIs are summed over instances."""
-    return KpiEvaluator(cfg, params, kpi, region, product, replications)
 
 
 def plot_indices(ix: Indices, title: str, path_stem: Path, formats: list[str]) -> list[Path]:

@@ -625,10 +625,11 @@ class Stockpiles:
             self.ordering = True
         return self.orders
 
-    def receive(self, fill: np.ndarray, prov_share: np.ndarray, origin_price: np.ndarray) -> np.ndarray:
-        """Take delivery of filled orders at the origin; returns tonnes taken [R, origin, K]."""
+    def receive(self, fill: np.ndarray, prov_share: np.ndarray, origin_price: np.ndarray) -> None:
+        """Take delivery of filled orders at the origin (the engine takes them off the
+        sellers' stock with the other orders)."""
         if not self.ordering:  # no pile is buying: all of the below would add zeros
-            return np.zeros_like(fill)
+            return
         got = self.orders * fill[:, None]
         bought = got.sum(axis=2)  # R, P, K
         self.level += bought
@@ -638,7 +639,6 @@ class Stockpiles:
         for p in range(len(self.piles)):
             self.sim.record_lever("stockpile_purchases", p, bought[:, p])
             self.sim.record_lever("stockpile_cash_spent", p, cost[:, p:p + 1])
-        return got.sum(axis=1)
 
     def account(self) -> None:
         """Holding cost, loan interest and member fees of this tick."""
