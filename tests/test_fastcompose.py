@@ -106,7 +106,7 @@ def test_an_edited_file_is_read_again(tmp_path):
     (tmp_path / "config.yaml").write_text("defaults:\n  - world: a\n  - _self_\nx: 1\n")
     (tmp_path / "world" / "a.yaml").write_text("name: first\n")
     (tmp_path / "other").mkdir()  # a second choice of files composes again, world/a included
-    for option in ("x", "y"):
+    for option in ("x", "y", "z", "w"):
         (tmp_path / "other" / f"{option}.yaml").write_text(f"option: {option}\n")
     GlobalHydra.instance().clear()
     try:
@@ -115,5 +115,29 @@ def test_an_edited_file_is_read_again(tmp_path):
             assert cache.load("config", ["+other=x"], RunMode.RUN).world.name == "first"
             (tmp_path / "world" / "a.yaml").write_text("name: second, longer\n")
             assert cache.load("config", ["+other=y"], RunMode.RUN).world.name == "second, longer"
+            # the config merged up to other/ is kept now; an edit before it is still seen
+            assert cache.load("config", ["+other=z"], RunMode.RUN).world.name == "second, longer"
+            assert cache.loader.prefix_hits == 1
+            (tmp_path / "world" / "a.yaml").write_text("name: third, longer still\n")
+            assert cache.load("config", ["+other=w"], RunMode.RUN).world.name == \
+                "third, longer still"
     finally:
         GlobalHydra.instance().clear()
+
+
+def test_group_jobs_start_from_a_shared_merged_prefix_and_equal_hydras(loader):
+    """Jobs of a sweep over config groups, in a sweep's order, through one cache: each
+    equals Hydra's own composition, and most start from a config merged by an earlier job."""
+    cache = ComposeCache(loader)
+    jobs = [[f"package={p}", f"levers/export_control={c}"]
+            for p in ("none", "stockpiles", "full") for c in ("none", "ban_12m")]
+    jobs += [["package=full", "scenario=full_package"], ["world=gallium"],
+             ["world=gallium", "levers/export_control=none"]]
+    for job in jobs:
+        fast = cache.load("config", [*HYDRA, *job], RunMode.RUN)
+        slow = loader.load_configuration("config", [*HYDRA, *job], RunMode.RUN)
+        assert plain(fast) == plain(slow), job
+        for node in ("run", "world", "levers", "hydra"):
+            assert OmegaConf.get_type(fast, node) == OmegaConf.get_type(slow, node)
+            assert OmegaConf.is_struct(fast[node]) == OmegaConf.is_struct(slow[node])
+    assert cache.loader.prefix_hits >= len(jobs) - 3

@@ -14,12 +14,17 @@ way Hydra applies command-line values after composition
 ~0.01 s. tests/test_fastcompose.py checks that the result equals Hydra's own
 composition, Hydra settings included.
 
-Jobs that do choose other files (`package=stockpiles`) are composed by Hydra, but
-through `_FileCache`, which keeps each config file as loaded (YAML parsed, as OmegaConf)
-for the next composition in the process, and hands Hydra a copy. It also spares
-Hydra's copy of its ConfigStore at every composition (ConfigRepository). Together
-~0.06 s of the ~0.2 s a composition costs (the rest is OmegaConf merging). A file is
-read again when its size or modification time changes.
+Jobs that do choose other files (`package=stockpiles`) are composed by Hydra's own
+code, through `_PrefixLoader`:
+- `_FileCache` keeps each config file as loaded (YAML parsed, as OmegaConf) for the
+  next composition in the process, and hands Hydra a copy. It also spares Hydra's copy
+  of its ConfigStore at every composition (ConfigRepository). A file is read again when
+  its size or modification time changes.
+- `_PrefixLoader` starts each composition from the configs an earlier one merged
+  already (Hydra's settings, the schema, the world), and merges only the rest.
+Measured on a sweep of packages x export controls: 0.25 s per composition with Hydra
+alone, 0.15 s with the file cache, 0.11 s with both (the rest is building the defaults
+list and merging the levers, package and scenario).
 
 `CachingConfigLoader` is a ConfigLoader for Hydra's launchers (set up by critmin's
 sweeper), so each worker process composes each choice of files once.
@@ -31,16 +36,24 @@ import copy
 import io
 import os
 import pickle
+import sys
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.config_repository import ConfigRepository
+from hydra._internal.config_repository import (
+    CachingConfigRepository,
+    ConfigRepository,
+    IConfigRepository,
+)
 from hydra.core.config_loader import ConfigLoader
+from hydra.core.default_element import ResultDefault
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigResult, ConfigSource
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, flag_override, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 
 class _Frozen:
@@ -120,22 +133,119 @@ class _FileCache(ConfigRepository):
         return out
 
 
-def _file_caching(loader: ConfigLoader) -> ConfigLoader:
-    """`loader` composing through a _FileCache (a copy: `loader` itself is left as it is);
-    `loader` as it is if it is not Hydra's ConfigLoaderImpl."""
-    if not isinstance(loader, ConfigLoaderImpl) or \
+class _PrefixLoader(ConfigLoaderImpl):
+    """Hydra's ConfigLoaderImpl, loading files through a _FileCache and merging each
+    composition from the longest part already merged by an earlier one.
+
+    Hydra composes by merging the configs of the defaults list in order, from Hydra's own
+    settings through the schema and the world (~0.05 s of merging, a third of a
+    composition) to the levers, the package and the scenario. Jobs of a sweep over config
+    groups share the start of that list and differ further on. The defaults lists composed
+    so far are kept as a tree (`edges`); where a composition leaves it (its first default
+    no earlier list had at that place, after the same ones), the config merged so far is
+    kept (`merged`, pickled), and a later composition with the same start copies it and
+    merges only the rest. A default is keyed by what Hydra loads it by (path, package,
+    primary) and by its file's size and modification time in each config source, so an
+    edited file or another search path starts a new branch. Hydra's merging itself is
+    unchanged, default by default; tests/test_fastcompose.py checks the results equal
+    Hydra's own composition.
+    """
+
+    MAX_MERGED = 16  # merged prefixes kept (~60 kB each); oldest dropped first
+    MAX_EDGES = 20_000  # the tree is cleared past this (a prefix is then merged again)
+
+    @classmethod
+    def of(cls, loader: ConfigLoaderImpl) -> _PrefixLoader:
+        fast = cls.__new__(cls)
+        fast.__dict__.update(loader.__dict__)
+        fast.repository = _FileCache(loader.repository)
+        fast.edges: dict[tuple[int, tuple[Any, ...]], int] = {}
+        fast.merged: dict[int, _Frozen] = {}
+        fast.prefix_hits = 0  # compositions that started from a merged prefix (tests)
+        return fast
+
+    def _path(self, defaults: list[ResultDefault], files: _FileCache) -> list[int]:
+        """The tree's node after each default (node 0: nothing merged); the nodes a
+        composition adds to the tree are numbered after all earlier ones."""
+        if len(self.edges) > self.MAX_EDGES:
+            self.edges.clear()
+            self.merged.clear()
+        nodes = [0]
+        for d in defaults:
+            assert d.config_path is not None
+            edge = (nodes[-1], (d.config_path, d.package, d.primary, d.is_self, d.parent,
+                                files._key(d.config_path)))
+            node = self.edges.get(edge)
+            if node is None:
+                node = self.edges[edge] = len(self.edges) + 1
+            nodes.append(node)
+        return nodes
+
+    def _compose_config_from_defaults_list(self, defaults: list[ResultDefault],
+                                           repo: IConfigRepository) -> DictConfig:
+        files = getattr(repo, "delegate", None)
+        if not isinstance(repo, CachingConfigRepository) or not isinstance(files, _FileCache):
+            return super()._compose_config_from_defaults_list(defaults, repo)
+        known = len(self.edges)
+        nodes = self._path(defaults, files)
+        # where this list leaves the tree (nodes[branch] is the last node an earlier list
+        # reached too): the config merged up to there is worth keeping
+        branch = next((i - 1 for i in range(1, len(nodes)) if nodes[i] > known), None)
+        start = max((i for i in range(len(nodes)) if nodes[i] in self.merged), default=0)
+        if start:
+            cfg = self.merged[nodes[start]].copy()
+            self.prefix_hits += 1
+        else:
+            cfg = OmegaConf.create()
+        for i in range(start, len(defaults)):
+            if i == branch and i > 0 and nodes[i] not in self.merged:
+                if len(self.merged) >= self.MAX_MERGED:
+                    self.merged.pop(next(iter(self.merged)))
+                self.merged[nodes[i]] = _Frozen(cfg)
+            default = defaults[i]
+            loaded = self._load_single_config(default=default, repo=repo)
+            # as ConfigLoaderImpl._compose_config_from_defaults_list, one default at a time
+            # (so no merged prefix keeps the flag)
+            with flag_override(cfg, "no_deepcopy_set_nodes", True):
+                try:
+                    cfg.merge_with(loaded.config)
+                except OmegaConfBaseException as e:
+                    raise ConfigCompositionException(
+                        f"In '{default.config_path}': {type(e).__name__} raised while"
+                        f" composing config:\n{e}"
+                    ).with_traceback(sys.exc_info()[2]) from e
+        _strip_defaults(cfg)
+        return cfg
+
+
+def _strip_defaults(cfg: Any) -> None:
+    """Remove the defaults lists left in the composed config (Hydra's own step, copied from
+    ConfigLoaderImpl._compose_config_from_defaults_list, where it is a local function)."""
+    if isinstance(cfg, DictConfig):
+        if cfg._is_missing() or cfg._is_none():
+            return
+        with flag_override(cfg, ["readonly", "struct"], False):
+            if cfg._get_flag("HYDRA_REMOVE_TOP_LEVEL_DEFAULTS"):
+                cfg._set_flag("HYDRA_REMOVE_TOP_LEVEL_DEFAULTS", None)
+                cfg.pop("defaults", None)
+        for _key, value in cfg.items_ex(resolve=False):
+            _strip_defaults(value)
+
+
+def _fast_loader(loader: ConfigLoader) -> ConfigLoader:
+    """`loader` as a _PrefixLoader (a copy: `loader` itself is left as it is); `loader` as it
+    is if it is not Hydra's ConfigLoaderImpl."""
+    if type(loader) is not ConfigLoaderImpl or \
             type(getattr(loader, "repository", None)) is not ConfigRepository:
         return loader
-    fast = copy.copy(loader)
-    fast.repository = _FileCache(loader.repository)
-    return fast
+    return _PrefixLoader.of(loader)
 
 
 class ComposeCache:
     """Compositions keyed by the overrides that select config files."""
 
     def __init__(self, loader: ConfigLoader, size: int = 64) -> None:
-        self.loader = _file_caching(loader)
+        self.loader = _fast_loader(loader)
         self.size = size  # compositions kept (each ~0.3 MB pickled); oldest dropped first
         self.cache: dict[tuple[Any, ...], _Frozen] = {}
         self.parser = OverridesParser.create()
