@@ -347,3 +347,23 @@ def test_aggregate_keeps_missing_kpi_values_missing_and_empty_labels_empty(tmp_p
     assert s[1]["lever"] == "vault" and s[1]["value"] == 12.5
     csv = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
     assert list(csv.value) == ["", "12.5"] and list(csv.lever) == ["", "vault"]
+
+
+def test_a_sweep_process_settles_the_garbage_collector_once(monkeypatch):
+    import gc
+
+    from critmin import sweep
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(sweep, "_GC_SETTLED", False)
+    gc.unfreeze()
+    try:
+        sweep.settle_gc()
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000 and gc.get_threshold() == (10_000, *before[1:])
+        junk = [object() for _ in range(100)]
+        sweep.settle_gc()  # a second call changes nothing
+        assert gc.get_freeze_count() == frozen and junk
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

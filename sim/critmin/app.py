@@ -31,7 +31,7 @@ from .results import (
     write_parameters,
 )
 from .runner import simulate, simulate_uncertain
-from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status
+from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status, settle_gc
 
 log = logging.getLogger("critmin")
 T = TypeVar("T")
@@ -157,6 +157,7 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str],
 
     Returns the job's status: "skipped", "complete" or "failed".
     """
+    settle_gc()  # once per process (a launcher's worker runs many jobs)
     config = job_config(cfg)
     digest = config_digest(config)
     status = job_status(folder, digest)

@@ -178,7 +178,18 @@ All jobs share run.seed: policies are compared under the same random draws.""")
 
 
 def _sweep(args: list[str], debug: bool) -> int:
-    from .sweep import JOBS, SweepError, SweepMonitor, job_status, plan_sweep, write_job_table, write_record
+    from .sweep import (
+        JOBS,
+        SweepError,
+        SweepMonitor,
+        job_status,
+        plan_sweep,
+        settle_gc,
+        write_job_table,
+        write_record,
+    )
+
+    settle_gc()
 
     opts = _sweep_parser().parse_intermixed_args(args)
     bad = [o for o in opts.overrides if "=" not in o and not o.startswith("~")]

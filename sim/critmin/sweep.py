@@ -22,6 +22,7 @@ named streams (core/streams.py), so all jobs meet the same random draws
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
 import re
@@ -41,6 +42,31 @@ PROGRESS = "progress.json"
 JOB_TABLE = "jobs.csv"
 NAME_EXCLUDED_KEYS = ("sweep",)  # names the sweep file, not a job setting
 MAX_NAME = 120
+
+
+_GC_SETTLED = False
+
+
+def settle_gc() -> None:
+    """Make Python's cyclic garbage collector cheaper for the rest of a sweep process
+    (once per process; called before a process's first sweep job, and by `critmin sweep`).
+
+    Composing configs creates many small objects (OmegaConf nodes), and the collector's
+    passes over them, and over every module and cache alive since start-up, cost a sweep
+    job ~36 ms over config groups and ~16 ms over values (measured with gc.callbacks,
+    20 replications x 20 years). `gc.freeze()` leaves what is alive now (modules, Hydra,
+    the config caches) out of later passes, and a first-generation threshold of 10,000
+    allocations (Python's default is 700) makes passes rarer: ~12 and ~5 ms. Garbage is
+    still collected; objects alive now are kept for the life of the process, as they
+    would be anyway. The simulation's results do not depend on it (its own time in the
+    collector is ~0.1 ms per run).
+    """
+    global _GC_SETTLED
+    if _GC_SETTLED:
+        return
+    _GC_SETTLED = True
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def override_key(override: str) -> str:
