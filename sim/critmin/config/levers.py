@@ -7,13 +7,11 @@ Dates become days since the run's start date; an open end is `inf`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any
 
 import numpy as np
-from omegaconf import open_dict
 
 from ..core.calendar import Calendar
 from ..core.levers import (
@@ -30,7 +28,18 @@ from ..core.levers import (
 )
 from ..core.world import World
 from . import schema
-from .build import ConfigError, _check, _non_negative, _number, _one_of, _positive, _share, parse_date
+from .build import (
+    ConfigError,
+    Plain,
+    _check,
+    _non_negative,
+    _number,
+    _one_of,
+    _positive,
+    _share,
+    parse_date,
+    plain,
+)
 from .schema import FacilityConfig
 
 FORMS = ("ban", "quota", "licensing")
@@ -40,26 +49,23 @@ def new_facility_name(region: str, recipe: str) -> str:
     return f"{region}_{recipe}_new"
 
 
-def with_planned_facilities(world_cfg: Any, levers_cfg: Any) -> Any:
+def with_planned_facilities(world_cfg: Any, levers_cfg: Any) -> Plain:
     """Give every capacity addition a plant to grow: an existing plant of the same recipe in the
-    region, else a new plant of zero capacity named REGION_recipe_new. Returns `world_cfg`
-    itself if no plant is added, else a copy with the new plants (`world_cfg` is not changed;
-    copying the world config only when needed saves ~10 ms per sweep job)."""
-    out = world_cfg
-    for name, ca in levers_cfg.capacity_additions.items():
+    region, else a new plant of zero capacity named REGION_recipe_new. Returns the world config
+    as `Plain`, with the new plants if any (`world_cfg` itself is not changed)."""
+    out, copied = plain(world_cfg), False
+    for name, ca in plain(levers_cfg).capacity_additions.items():
         key = f"levers.capacity_additions.{name}"
         _one_of(ca.region, list(out.regions), f"{key}.region")
         _one_of(ca.recipe, list(out.recipes), f"{key}.recipe")
         _share(ca.utilisation, f"{key}.utilisation")
         if _find_facility(out, ca.region, ca.recipe) is None:
-            if out is world_cfg:
-                out = copy.deepcopy(world_cfg)
-            with open_dict(out):  # composed configs are read-only (struct) by default
-                out.facilities[new_facility_name(ca.region, ca.recipe)] = FacilityConfig(
-                    region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
-                    utilisation=float(ca.utilisation),
-                    source=f"planned plant of capacity addition {name}",
-                )
+            if not copied:  # a copy of what changes
+                out, copied = Plain(out, facilities=Plain(out.facilities)), True
+            out.facilities[new_facility_name(ca.region, ca.recipe)] = plain(dataclasses.asdict(
+                FacilityConfig(region=ca.region, recipe=ca.recipe, capacity_tpy=0.0,
+                               utilisation=float(ca.utilisation),
+                               source=f"planned plant of capacity addition {name}")))
     return out
 
 
@@ -410,6 +416,7 @@ _INSTANCE_TYPES = {
 def build_levers(levers_cfg: Any, world: World, cal: Calendar, world_cfg: Any) -> Levers:
     """Check every lever and compile them; `world` must be built from `world_cfg` as
     `with_planned_facilities` returns it."""
+    levers_cfg, world_cfg = plain(levers_cfg), plain(world_cfg)
     _check_fields(levers_cfg)
     ctx = _Ctx(world, cal, list(world_cfg.stages))
     lc = levers_cfg

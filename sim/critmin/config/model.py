@@ -6,7 +6,7 @@ from typing import Any
 
 from ..core.levers import Levers
 from ..core.world import World
-from .build import RunSpec, build_run, build_world
+from .build import RunSpec, build_run, build_world, plain
 from .levers import build_levers, with_planned_facilities
 
 
@@ -18,9 +18,10 @@ def build_model(cfg: Any, check_uncertain: bool = False,
     `ranges_checked` remembers the ranges already found good (`check_ranges`).
     """
     spec = build_run(cfg)
-    world_cfg = with_planned_facilities(cfg.world, cfg.levers)
+    levers_cfg = plain(cfg.levers)  # read as plain Python: ~10x faster than OmegaConf
+    world_cfg = with_planned_facilities(cfg.world, levers_cfg)
     world = build_world(world_cfg)
-    levers = build_levers(cfg.levers, world, spec.calendar, world_cfg)
+    levers = build_levers(levers_cfg, world, spec.calendar, world_cfg)
     if check_uncertain:
         from .uncertain import check_ranges, parse_uncertain
 
