@@ -77,9 +77,13 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
                 return (f"{key}: a new uncertain parameter cannot be created on the command line; "
                         "add it in a configs/uncertainty/<name>.yaml option file "
                         "(docs/uncertainty.md), then tune its fields with overrides")
-            return (f"{key}: a new lever instance cannot be created on the command line; add it "
-                    "in a scenario file or a configs/levers/<kind>/ option file (docs/levers.md), "
-                    "then tune its fields with overrides")
+            if key.startswith("levers."):
+                return (f"{key}: a new lever instance cannot be created on the command line; add "
+                        "it in a scenario file or a configs/levers/<kind>/ option file "
+                        "(docs/levers.md), then tune its fields with overrides")
+            return (f"{key}: a new entry cannot be created on the command line; add it in a "
+                    "config file (a world in configs/world/, a scenario in scenarios/), then "
+                    "tune its fields with overrides")
         if isinstance(e, ValidationError) and getattr(e, "full_key", None):
             key = str(e.full_key)
             value = _value_for(key, overrides)
