@@ -54,19 +54,16 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers 
     reps, regions, products, kpis, values, lever_names = [], [], [], [], [], []
 
     def add(name: str, arr: np.ndarray, labels_n: tuple[str, ...]) -> None:
-        # arr [R, n, k]; rows only where defined (not NaN)
-        R, Nn, K = arr.shape
-        for n in range(Nn):
-            for k in range(K):
-                col = arr[:, n, k]
-                if np.all(np.isnan(col)):
-                    continue
-                reps.append(res.replications)
-                regions.extend([labels_n[n]] * R)
-                products.extend([world.products[k]] * R)
-                kpis.extend([name] * R)
-                values.append(col)
-                lever_names.extend([""] * R)
+        # arr [R, n, k]; rows only where defined (not NaN in some replication)
+        R = arr.shape[0]
+        for n, k in zip(*np.nonzero(~np.isnan(arr).all(axis=0)), strict=True):
+            col = arr[:, n, k]
+            reps.append(res.replications)
+            regions.extend([labels_n[n]] * R)
+            products.extend([world.products[k]] * R)
+            kpis.extend([name] * R)
+            values.append(col)
+            lever_names.extend([""] * R)
 
     def add_lever(name: str, col: np.ndarray, region: str, product: str, lever: str) -> None:
         R = len(col)
@@ -123,26 +120,32 @@ def lever_kpis(world: World, res: BatchResult, levers: Levers, add) -> None:
     """Fiscal cost of each lever instance over the horizon (US$, cash out minus cash in, not
     discounted), duties collected, and what reserves and floors did."""
     ls = res.lever_series or {}
-    total = {name: arr.sum(axis=1) for name, arr in ls.items()}  # [R, I, X]
+    sums: dict[str, np.ndarray] = {}
+
+    def total(name: str) -> np.ndarray:  # [R, I, X], summed over time when first asked for
+        if name not in sums:
+            sums[name] = ls[name].sum(axis=1)
+        return sums[name]
+
     for i, sp in enumerate(levers.stockpiles):
         holder = world.regions[sp.holder]
-        cost = total["stockpile_cash_spent"][:, i, 0] - total["stockpile_cash_received"][:, i, 0]
+        cost = total("stockpile_cash_spent")[:, i, 0] - total("stockpile_cash_received")[:, i, 0]
         add("fiscal_cost_usd", cost, holder, "all", sp.name)
         for k in np.flatnonzero(sp.products):
             prod = world.products[k]
-            add("stockpile_released_t", total["stockpile_release"][:, i, k], holder, prod, sp.name)
-            add("stockpile_bought_t", total["stockpile_purchases"][:, i, k], holder, prod, sp.name)
+            add("stockpile_released_t", total("stockpile_release")[:, i, k], holder, prod, sp.name)
+            add("stockpile_bought_t", total("stockpile_purchases")[:, i, k], holder, prod, sp.name)
             add("stockpile_peak_level_t", ls["stockpile_level"][:, :, i, k].max(axis=1), holder, prod,
                 sp.name)
     for i, fl in enumerate(levers.price_floors):
         payer = world.regions[fl.payer]
-        cost = (total["floor_gap_payments"][:, i, 0] + total["floor_offtake_cost"][:, i, 0]
-                - total["floor_upside_received"][:, i, 0])
+        cost = (total("floor_gap_payments")[:, i, 0] + total("floor_offtake_cost")[:, i, 0]
+                - total("floor_upside_received")[:, i, 0])
         add("fiscal_cost_usd", cost, payer, "all", fl.name)
-        add("floor_covered_output_t", total["floor_covered_output"][:, i, 0], payer,
+        add("floor_covered_output_t", total("floor_covered_output")[:, i, 0], payer,
             world.products[fl.product], fl.name)
     for i, ca in enumerate(levers.capacity_additions):
-        add("fiscal_cost_usd", total["capacity_funding"][:, i, 0], world.regions[ca.payer], "all",
+        add("fiscal_cost_usd", total("capacity_funding")[:, i, 0], world.regions[ca.payer], "all",
             ca.name)
     if res.tariff_revenue is not None:
         duties = res.tariff_revenue.sum(axis=(1, 3))  # R, importer, K
