@@ -167,9 +167,6 @@ class _PrefixLoader(ConfigLoaderImpl):
     def _path(self, defaults: list[ResultDefault], files: _FileCache) -> list[int]:
         """The tree's node after each default (node 0: nothing merged); the nodes a
         composition adds to the tree are numbered after all earlier ones."""
-        if len(self.edges) > self.MAX_EDGES:
-            self.edges.clear()
-            self.merged.clear()
         nodes = [0]
         for d in defaults:
             assert d.config_path is not None
@@ -186,6 +183,9 @@ class _PrefixLoader(ConfigLoaderImpl):
         files = getattr(repo, "delegate", None)
         if not isinstance(repo, CachingConfigRepository) or not isinstance(files, _FileCache):
             return super()._compose_config_from_defaults_list(defaults, repo)
+        if len(self.edges) > self.MAX_EDGES:
+            self.edges.clear()
+            self.merged.clear()
         known = len(self.edges)
         nodes = self._path(defaults, files)
         # where this list leaves the tree (nodes[branch] is the last node an earlier list
