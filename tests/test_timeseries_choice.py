@@ -136,3 +136,35 @@ def test_region_flows_have_rows_only_where_the_world_allows_them():
     with pytest.raises(InvariantError, match=f"consumption is non-zero in {world.regions[0]} "
                                              "conc_light"):
         list(timeseries_tables(world, res, levers))
+
+
+def test_shipments_are_recorded_only_for_the_series_made_from_them():
+    import dataclasses
+
+    import numpy as np
+
+    from critmin.config.model import build_model
+    from critmin.results import timeseries_tables
+    from critmin.runner import simulate
+
+    def batch(choice):
+        spec, world, levers = build_model(compose([*SMALL, f"run.timeseries={choice}"]))
+        return world, levers, spec, next(iter(simulate(world, spec, None, levers)))
+
+    world, levers, spec, full = batch("all")
+    for choice in ("compare", "[price,stockpile_level]", "none"):
+        _, _, _, lean = batch(choice)
+        assert lean.shipments is None
+        for f in dataclasses.fields(full):  # the run is otherwise the same, bit for bit
+            a, b = getattr(full, f.name), getattr(lean, f.name)
+            if f.name == "shipments" or a is None:
+                continue
+            if isinstance(a, dict):
+                assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            else:
+                assert np.array_equal(a, b), f.name
+    for choice in ("[imports]", "[exports]", "[supply_by_origin]"):
+        assert batch(choice)[3].shipments is not None
+    with pytest.raises(ValueError, match="record_shipments"):
+        list(timeseries_tables(world, dataclasses.replace(full, shipments=None), levers,
+                               frozenset({"imports"})))

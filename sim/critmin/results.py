@@ -35,6 +35,7 @@ from .core.kpis import KpiRows
 from .core.levers import Levers
 from .core.world import World
 from .series import ALL_SET as ALL_SERIES
+from .series import SHIPMENT_SERIES
 
 TIMESERIES = "timeseries.parquet"
 KPIS = "kpis.csv"
@@ -260,6 +261,9 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                          name, unit)
     # imports and exports between regions, and supply by origin (domestic included)
     ship = res.shipments  # R, MT, d, o, K
+    if ship is None and series & SHIPMENT_SERIES:
+        raise ValueError("these series need the monthly shipments, which this run did not "
+                         "record: simulate with record_shipments=True")
     if series & {"imports", "exports"}:
         eye = np.eye(N, dtype=bool)[None, None, :, :, None]
         foreign = np.where(eye, 0.0, ship)

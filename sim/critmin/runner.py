@@ -16,6 +16,7 @@ from .config.build import RunSpec
 from .core.engine import BatchResult, Simulation, not_per_replication
 from .core.levers import Levers
 from .core.world import World
+from .series import SHIPMENT_SERIES
 
 if TYPE_CHECKING:
     from .config.uncertain import UncertainParam
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 def batches(replications: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, replications)))
             for i in range(0, replications, batch_size)]
+
+
+def records_shipments(spec: RunSpec) -> bool:
+    """Whether the run writes a series made from the monthly shipments per route."""
+    return bool(spec.series & SHIPMENT_SERIES)
 
 
 def simulate(
@@ -40,7 +46,7 @@ def simulate(
                 on_progress(_done + frac * _n)
 
         yield Simulation(world, spec.calendar, reps, spec.seed, progress=progress,
-                         levers=levers).run()
+                         levers=levers, record_shipments=records_shipments(spec)).run()
         done += len(reps)
 
 
@@ -77,7 +83,8 @@ def simulate_uncertain(
                     on_progress(_done + frac * _n)
 
             part = [built[i] for i in group]
-            res = simulate_built(part, spec.calendar, [reps[i] for i in group], spec.seed, progress)
+            res = simulate_built(part, spec.calendar, [reps[i] for i in group], spec.seed, progress,
+                                 record_shipments=records_shipments(spec))
             yield res, part[0][0], part[0][1]
 
 
@@ -89,12 +96,14 @@ def batchable(built: list[tuple[World, Levers]]) -> bool:
 
 
 def simulate_built(built: list[tuple[World, Levers]], calendar: Any, replications: list[int],
-                   seed: int, progress: Callable[[float], None] | None = None) -> BatchResult:
+                   seed: int, progress: Callable[[float], None] | None = None,
+                   record_shipments: bool = True) -> BatchResult:
     """One batch in which replication i runs in world and levers `built[i]` (`batchable`);
     if all are one pair, the plain shared-world batch."""
     world, levers = built[0]
     if all(b[0] is world and b[1] is levers for b in built):
         return Simulation(world, calendar, replications, seed, progress=progress,
-                          levers=levers).run()
+                          levers=levers, record_shipments=record_shipments).run()
     return Simulation(world, calendar, replications, seed, progress=progress, levers=levers,
-                      worlds=[w for w, _ in built], levers_each=[lv for _, lv in built]).run()
+                      worlds=[w for w, _ in built], levers_each=[lv for _, lv in built],
+                      record_shipments=record_shipments).run()

@@ -153,7 +153,7 @@ class KpiEvaluator:
         R = len(self.reps)
         cal = self.spec.calendar
         res = simulate_built([b for b in built for _ in self.reps], cal, self.reps * len(built),
-                             self.spec.seed)
+                             self.spec.seed, record_shipments=False)  # (KPIs only)
         out = np.empty(len(built))
         for j, (world, levers) in enumerate(built):
             part = res if len(built) == 1 else _replications(res, slice(j * R, (j + 1) * R))

@@ -18,6 +18,8 @@ OTHER_SERIES = ("supply_by_origin", "price", "substitution_share", "capacity")
 LEVER_ONLY = ("tariff_revenue", "export_discount_cost", "licences_pending")
 ALL = (*REGION_SERIES, *OTHER_SERIES, *LEVER_SERIES, *LEVER_ONLY)
 ALL_SET = frozenset(ALL)
+# made from the monthly shipments per route, which a run records only if it writes one
+SHIPMENT_SERIES = frozenset({"imports", "exports", "supply_by_origin"})
 PRESETS: dict[str, tuple[str, ...]] = {
     "all": ALL,
     # critmin compare's fan charts: the market price, unmet demand and China's share of use

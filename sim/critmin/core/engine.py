@@ -115,13 +115,14 @@ class BatchResult:
     unmet: np.ndarray  # [R, MT, N, K] t end-use demand not served
     provenance_use: np.ndarray  # [R, MT, N, K] t of use that passed the provenance region
     inventory: np.ndarray  # [R, MT, N, K] t at month end (buy- and sell-side)
-    shipments: np.ndarray  # [R, MT, dest, origin, K] t dispatched
     price: np.ndarray  # [R, MT, M, K] USD/kg, monthly mean
     sector_demand: np.ndarray  # [R, MT, S] t
     sector_unmet: np.ndarray  # [R, MT, S] t
     sector_substitution: np.ndarray  # [R, MT, S] share of the sector's demand substituted away, month end
     capacity: np.ndarray  # [R, MT, F] t/yr at month end
     n_events: int  # SimPy events processed
+    # [R, MT, dest, origin, K] t dispatched; None if not recorded (`record_shipments`)
+    shipments: np.ndarray | None = None
     tariff_revenue: np.ndarray | None = None  # [R, MT, dest, origin, K] USD
     discount_cost: np.ndarray | None = None  # [R, MT, dest, origin, K] USD
     licences_pending: np.ndarray | None = None  # [R, MT, origin, K] t at month end
@@ -134,6 +135,9 @@ class Simulation:
     `worlds` and `levers_each`, if given, are the world and levers of each replication:
     they may differ from `world` and `levers` in the fields of PER_REPLICATION and
     PER_REPLICATION_LEVERS only (else ValueError); `world` and `levers` give the rest.
+    With `record_shipments` False, the monthly shipments per route are not kept
+    (`BatchResult.shipments` is None): nothing else reads them, and with many regions
+    or replications they are the largest record (R x months x N x N x K).
     """
 
     def __init__(
@@ -146,8 +150,10 @@ class Simulation:
         levers: Levers | None = None,
         worlds: Sequence[World] | None = None,
         levers_each: Sequence[Levers] | None = None,
+        record_shipments: bool = True,
     ) -> None:
         self.w = w = world
+        self.record_shipments = record_shipments
         self.lv = lv = levers if levers is not None else Levers()
         n = len(replications)
         if (worlds is not None and len(worlds) != n) or (levers_each is not None
@@ -454,8 +460,9 @@ class Simulation:
         self.rec_sectors = np.zeros((2, R, MT, S))
         self.rec = dict(zip(FLOWS, self.rec_flows, strict=True))
         self.rec["inventory"] = z(N, K)
-        self.rec["shipments"] = z(N, N, K)
-        self.shipments_month = np.zeros((R, N, N, K))  # this month's, so far
+        if self.record_shipments:
+            self.rec["shipments"] = z(N, N, K)
+            self.shipments_month = np.zeros((R, N, N, K))  # this month's, so far
         self.rec["price"] = z(M, K)
         self.rec["sector_demand"], self.rec["sector_unmet"] = self.rec_sectors
         self.rec["sector_substitution"] = z(S)
@@ -812,7 +819,8 @@ class Simulation:
                 self._ship(t, pair(leaked, leaked * prov_share_out[:, None, :, :]), offer,
                            controls.leak_extra_ticks)
                 in_transit_add = in_transit_add + leaked.sum(axis=2)
-                recorded = recorded + leaked
+                if self.record_shipments:
+                    recorded = recorded + leaked
         self._ship(t, load, offer)
         self.in_transit += in_transit_add
 
@@ -851,7 +859,8 @@ class Simulation:
         self.rec_flows[:, :, mi] += flows.reshape(len(FLOWS), R, N, K)
         self.rec_sectors[:, :, mi] += np.concatenate((demand, demand - served)).reshape(2, R, -1)
         self.rec["price"][:, mi] += self.prices.reshape(R, self.M, K)
-        self.shipments_month += recorded
+        if self.record_shipments:
+            self.shipments_month += recorded
         if self.month_ends[t]:
             self._record_month_end(mi, stock_total)
 
@@ -859,8 +868,9 @@ class Simulation:
         """Levels at the month's last tick, and the month's shipments (added up apart, as
         the monthly record of route arrays is large and far apart in memory)."""
         rec = self.rec
-        rec["shipments"][:, mi] = self.shipments_month
-        self.shipments_month[...] = 0.0
+        if self.record_shipments:
+            rec["shipments"][:, mi] = self.shipments_month
+            self.shipments_month[...] = 0.0
         rec["inventory"][:, mi] = stock_total
         rec["sector_substitution"][:, mi] = self.substitution
         rec["capacity"][:, mi] = self.capacity * self.cal.ticks_per_year
