@@ -121,6 +121,11 @@ def test_an_edited_file_is_read_again(tmp_path):
             (tmp_path / "world" / "a.yaml").write_text("name: third, longer still\n")
             assert cache.load("config", ["+other=w"], RunMode.RUN).world.name == \
                 "third, longer still"
+            # jobs differing in plain values share a composition, until one of its files changes
+            assert cache.load("config", ["x=5"], RunMode.RUN).x == 5
+            (tmp_path / "world" / "a.yaml").write_text("name: fourth, the longest of all\n")
+            job = cache.load("config", ["x=6"], RunMode.RUN)
+            assert job.x == 6 and job.world.name == "fourth, the longest of all"
     finally:
         GlobalHydra.instance().clear()
 
