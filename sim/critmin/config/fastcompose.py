@@ -178,29 +178,22 @@ class _PrefixLoader(ConfigLoaderImpl):
         fast.last_files = None  # the files the last composition read, with their stamps
         return fast
 
-    def _path(self, defaults: list[ResultDefault], files: _FileCache) -> list[int]:
+    def _path(self, stamps: list[tuple[Any, ...]], defaults: list[ResultDefault]) -> list[int]:
         """The tree's node after each default (node 0: nothing merged); the nodes a
-        composition adds to the tree are numbered after all earlier ones."""
+        composition adds to the tree are numbered after all earlier ones. `stamps`: each
+        default's file key (`_FileCache._key`)."""
         nodes = [0]
-        stamps = []
-        for d in defaults:
-            assert d.config_path is not None
-            stamps.append(files._key(d.config_path))
-            edge = (nodes[-1], (d.config_path, d.package, d.primary, d.is_self, d.parent,
-                                stamps[-1]))
+        for d, stamp in zip(defaults, stamps, strict=True):
+            edge = (nodes[-1], (d.config_path, d.package, d.primary, d.is_self, d.parent, stamp))
             node = self.edges.get(edge)
             if node is None:
                 node = self.edges[edge] = len(self.edges) + 1
             nodes.append(node)
-        self.last_files = _Stamps(files, tuple(stamps))
         return nodes
 
     def _compose_config_from_defaults_list(self, defaults: list[ResultDefault],
                                            repo: IConfigRepository) -> DictConfig:
         self.last_files = None
-        return self._compose(defaults, repo)
-
-    def _compose(self, defaults: list[ResultDefault], repo: IConfigRepository) -> DictConfig:
         files = getattr(repo, "delegate", None)
         if not isinstance(repo, CachingConfigRepository) or not isinstance(files, _FileCache):
             return super()._compose_config_from_defaults_list(defaults, repo)
@@ -208,7 +201,9 @@ class _PrefixLoader(ConfigLoaderImpl):
             self.edges.clear()
             self.merged.clear()
         known = len(self.edges)
-        nodes = self._path(defaults, files)
+        stamps = [files._key(str(d.config_path)) for d in defaults]
+        self.last_files = _Stamps(files, tuple(stamps))
+        nodes = self._path(stamps, defaults)
         # where this list leaves the tree (nodes[branch] is the last node an earlier list
         # reached too): the config merged up to there is worth keeping
         branch = next((i - 1 for i in range(1, len(nodes)) if nodes[i] > known), None)
