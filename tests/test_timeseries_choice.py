@@ -168,3 +168,33 @@ def test_shipments_are_recorded_only_for_the_series_made_from_them():
     with pytest.raises(ValueError, match="record_shipments"):
         list(timeseries_tables(world, dataclasses.replace(full, shipments=None), levers,
                                frozenset({"imports"})))
+
+
+def test_trade_series_add_up_the_shipments_and_leave_them_as_they_were():
+    """imports: what a region receives from other regions; exports: what it sends to them;
+    supply by origin: every route, the domestic one included. Building them does not change
+    the batch's shipments (imports and exports zero the domestic routes for a moment)."""
+    import numpy as np
+
+    from critmin.config.model import build_model
+    from critmin.results import timeseries_tables
+    from critmin.runner import simulate
+
+    spec, world, levers = build_model(compose(SMALL))
+    res = next(iter(simulate(world, spec, None, levers)))
+    ship = res.shipments.copy()  # R, MT, dest, origin, K
+    assert np.einsum("rmiik->rmik", ship).any(), "the test needs domestic shipments"
+    tables = {t["variable"][0].as_py(): t.to_pandas()
+              for t in timeseries_tables(world, res, levers,
+                                         frozenset({"imports", "exports", "supply_by_origin"}))}
+    assert np.array_equal(res.shipments, ship)
+    N = world.n_regions
+    foreign = ship * (1 - np.eye(N))[None, None, :, :, None]
+    R, MT = ship.shape[:2]
+    for name, want in (("imports", foreign.sum(3)), ("exports", foreign.sum(2))):
+        got = tables[name]["value"].to_numpy().reshape(R, MT, N, world.n_products)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0, err_msg=name)
+    by_origin = tables["supply_by_origin"]
+    assert by_origin["value"].sum() == pytest.approx(ship.sum(), rel=1e-12)
+    home = by_origin[by_origin["region"] == by_origin["origin"]]
+    assert home["value"].sum() == pytest.approx(np.einsum("rmiik->", ship), rel=1e-12)

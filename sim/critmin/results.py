@@ -111,21 +111,29 @@ def _label(v: Any, n: int) -> pa.DictionaryArray:
     return pa.array(v, pa.string()).dictionary_encode()
 
 
-def _frame(rep: np.ndarray, dates: np.ndarray, values: np.ndarray, labels: dict[str, Any],
+def _frame(rep: np.ndarray, days: np.ndarray, values: np.ndarray, labels: dict[str, Any],
            variable: str, unit: str) -> pa.Table:
-    """A block of rows; `values` is [R, MT, ...] flattened in C order with `labels` per axis.
+    """A block of rows; `values` is [R, MT, ...] flattened in C order with `labels` per axis,
+    `rep` the replication and `days` the date (int32 days since 1970-01-01) of each row.
 
     A label is a string (the same for every row), a (codes, names) pair, or an array of
     strings; label columns are dictionary-encoded (small files, fast to write and read).
+    Numbers go to arrow without a copy or a conversion (dates as int32 day numbers, which
+    is how arrow stores date32).
     """
     n = values.size
-    data: dict[str, Any] = {"replication": rep.astype(np.int32), "date": dates}
-    for key in ("region", "product", "sector", "origin", "lever"):
-        data[key] = _label(labels.get(key, ""), n)
-    data["variable"] = _label(variable, n)
-    data["value"] = values.reshape(-1)
-    data["unit"] = _label(unit, n)
-    return pa.Table.from_pydict(data, schema=SCHEMA)
+    cols = [pa.array(np.asarray(rep, dtype=np.int32)),
+            pa.Array.from_buffers(pa.date32(), n,
+                                  [None, pa.py_buffer(np.ascontiguousarray(days, np.int32))])]
+    cols += [_label(labels.get(key, ""), n) for key in ("region", "product", "sector", "origin",
+                                                         "lever")]
+    cols += [_label(variable, n), pa.array(values.reshape(-1)), _label(unit, n)]
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def _days(months: Any) -> np.ndarray:
+    """The first days of the months as int32 days since 1970-01-01 (arrow's date32)."""
+    return np.array(months, dtype="datetime64[D]").astype(np.int64).astype(np.int32)
 
 
 def _grid(replications: Any, *dims: int, keep: np.ndarray | None = None) -> list[np.ndarray]:
@@ -166,9 +174,10 @@ def lever_labels(world: World, levers: Levers, kind: str) -> tuple[list[str], li
     return [x.name for x in items], regions
 
 
-def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndarray,
+def lever_tables(world: World, levers: Levers, res: BatchResult, days: np.ndarray,
                  series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
-    """Rows of the levers' own series: reserves, floors, capacity deals, duties."""
+    """Rows of the levers' own series: reserves, floors, capacity deals, duties (`days`: the
+    months' first days as from `_days`)."""
     R, MT = res.production.shape[:2]
     for var, arr in (res.lever_series or {}).items():
         if var not in series:
@@ -180,7 +189,7 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         if per_product and kind == "stockpiles":  # only the products each reserve holds
             keep = np.array([p.products for p in levers.stockpiles], dtype=bool)  # I, K
         rep, mi, i, x = _grid(res.replications, MT, I, X, keep=keep)
-        yield _frame(rep, months[mi], _kept(arr, keep),
+        yield _frame(rep, days[mi], _kept(arr, keep),
                      {"region": (i, regions),
                       "product": (x, world.products) if per_product else "all",
                       "lever": (i, names)}, var, unit)
@@ -192,14 +201,14 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, months: np.ndar
         N, K = len(world.regions), len(world.products)
         keep = arr.sum((0, 1)) > 0
         rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, months[mi5], _kept(arr, keep),
+        yield _frame(rep5, days[mi5], _kept(arr, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products), "lever": lever}, var, "USD/month")
     if res.licences_pending is not None and "licences_pending" in series:
         N, K = len(world.regions), len(world.products)
         keep = res.licences_pending.sum((0, 1)) > 0
         rep4, mi4, n4, k4 = _grid(res.replications, MT, N, K, keep=keep)
-        yield _frame(rep4, months[mi4], _kept(res.licences_pending, keep),
+        yield _frame(rep4, days[mi4], _kept(res.licences_pending, keep),
                      {"region": (n4, world.regions), "product": (k4, world.products),
                       "lever": "export_controls"}, "licences_pending", "t")
 
@@ -236,13 +245,13 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                       series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
     """The long-format rows of one batch, one block per variable; only `series` are built."""
     R, MT, N, K = res.production.shape
-    months = np.array(res.months, dtype="datetime64[D]")
+    days = _days(res.months)
 
     def grid(*dims: int) -> list[np.ndarray]:
         return _grid(res.replications, MT, *dims)
 
     rep, mi, n, k = grid(N, K)
-    dates = months[mi]
+    dates = days[mi]
     region = (n, world.regions)
     product = (k, world.products)
     cells = possible_cells(world)
@@ -256,7 +265,7 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                 rows[key] = _grid(res.replications, MT, N, K, keep=keep)
             rep_c, mi_c, n_c, k_c = rows[key]
             _check_left_out(world, getattr(res, field), keep, name)
-            yield _frame(rep_c, months[mi_c], _kept(getattr(res, field), keep),
+            yield _frame(rep_c, days[mi_c], _kept(getattr(res, field), keep),
                          {"region": (n_c, world.regions), "product": (k_c, world.products)},
                          name, unit)
     # imports and exports between regions, and supply by origin (domestic included)
@@ -265,22 +274,30 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
         raise ValueError("these series need the monthly shipments, which this run did not "
                          "record: simulate with record_shipments=True")
     if series & {"imports", "exports"}:
-        eye = np.eye(N, dtype=bool)[None, None, :, :, None]
-        foreign = np.where(eye, 0.0, ship)
-        for name, axis in (("imports", 3), ("exports", 2)):
-            if name in series:
-                yield _frame(rep, dates, foreign.sum(axis), {"region": region, "product": product},
-                             name, "t/month")
+        # sums over origins (imports) and over destinations (exports) with the domestic
+        # routes (the diagonal) zeroed in place for the moment: the same sums without a
+        # copy of the largest array (3.8 vs 5.0 ms per 10 replications of the 2024 world)
+        diag = np.arange(N)
+        domestic = ship[:, :, diag, diag, :]
+        ship[:, :, diag, diag, :] = 0.0
+        try:
+            foreign = {name: ship.sum(axis) for name, axis in (("imports", 3), ("exports", 2))
+                       if name in series}
+        finally:
+            ship[:, :, diag, diag, :] = domestic
+        for name, flows in foreign.items():
+            yield _frame(rep, dates, flows, {"region": region, "product": product}, name,
+                         "t/month")
     if "supply_by_origin" in series:
         keep = ship.sum((0, 1)) > 0
         rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, months[mi5], _kept(ship, keep),
+        yield _frame(rep5, days[mi5], _kept(ship, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products)},
                      "supply_by_origin", "t/month")
     if "price" in series:
         repm, mim, m, km = grid(len(world.markets), K)
-        yield _frame(repm, months[mim], res.price,
+        yield _frame(repm, days[mim], res.price,
                      {"region": (m, world.markets), "product": (km, world.products)},
                      "price", "USD/kg")
     sector = [(f, name, unit) for f, name, unit in (
@@ -292,17 +309,17 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
         sec_product = (np.asarray(world.sector_product)[s], world.products)
         sec_kind = (s, world.sector_kind)
         for field, name, unit in sector:
-            yield _frame(reps_, months[mis], getattr(res, field),
+            yield _frame(reps_, days[mis], getattr(res, field),
                          {"region": sec_region, "product": sec_product, "sector": sec_kind},
                          name, unit)
     if "capacity" in series:
         repf, mif, f = grid(len(world.facilities))
         fac_region = (np.asarray(world.fac_region)[f], world.regions)
         fac_name = (f, world.facilities)
-        yield _frame(repf, months[mif], res.capacity, {"region": fac_region, "origin": fac_name},
+        yield _frame(repf, days[mif], res.capacity, {"region": fac_region, "origin": fac_name},
                      "capacity", "t/yr")
     if levers is not None:
-        yield from lever_tables(world, levers, res, months, series)
+        yield from lever_tables(world, levers, res, days, series)
 
 
 class TimeseriesWriter:
