@@ -6,7 +6,7 @@
 What it measures (one core, medians of repeats; ratios are what count, since
 machines are shared and noisy):
   (a) one replication of the baseline world, 20 years, default (weekly) tick, alone;
-      and per replication in a default batch (20 replications, run.batch_size=10)
+      and per replication in a default run (run.replications=20 in batches of run.batch_size=20)
   (b) the same with the full_package scenario (levers on, China's 2025 licensing and stop)
   (c) a 200-replication batch (per replication)
   (d) peak memory of (c) (tracemalloc: Python and numpy allocations)
@@ -42,7 +42,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from worlds import scaled_world  # noqa: E402
 
 from critmin.config.model import build_model  # noqa: E402
+from critmin.config.schema import RunConfig  # noqa: E402
 from critmin.core.engine import Simulation  # noqa: E402
+
+# what `critmin run` does by default: replications, in batches of (config/schema.py)
+REPLICATIONS, BATCH = RunConfig.replications, RunConfig.batch_size
 
 
 def one_core() -> None:
@@ -98,7 +102,7 @@ def peak_memory(m, reps: int) -> float:
 
 def uncertain_runs(reps: int = 20) -> list[dict[str, Any]]:
     """Per replication, replications with their own worlds (`uncertainty=baseline`), building
-    each world included: in batches of 10 (what `critmin run` does) and one at a time."""
+    each world included: in default batches (what `critmin run` does) and one at a time."""
     import dataclasses
 
     from critmin.config.uncertain import draw, parse_uncertain
@@ -111,12 +115,13 @@ def uncertain_runs(reps: int = 20) -> list[dict[str, Any]]:
         params = parse_uncertain(cfg)
         values = draw(params, reps, spec.seed)
         row: dict[str, Any] = {"case": name, "parameters": len(params)}
-        for batch in (10, 1):
+        for how, batch in (("batched", BATCH), ("alone", 1)):
             s = dataclasses.replace(spec, replications=reps, batch_size=batch)
             t0 = time.perf_counter()
             n = sum(1 for _ in simulate_uncertain(cfg, s, params, values))
-            row[f"batch{batch}_per_rep_s"] = (time.perf_counter() - t0) / reps
-            row[f"batch{batch}_simulations"] = n
+            row[f"{how}_per_rep_s"] = (time.perf_counter() - t0) / reps
+            row[f"{how}_simulations"] = n
+        row["batch_size"] = BATCH
         out.append(row)
     return out
 
@@ -291,7 +296,7 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
         ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color="grey",
                 label="linear from the first point")
         ax.set_xlabel(label)
-        ax.set_ylabel("ms per replication (batch of 10)")
+        ax.set_ylabel(f"ms per replication (batch of {BATCH})")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
     fig.suptitle("critmin: time per replication vs horizon, number of regions and of routes")
@@ -301,11 +306,12 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
 
 def smoke(ref_dir: Path, limit: float) -> int:
     """Fail only if critmin per replication is > `limit` x the SimPy reference's (same run)."""
-    crit, _ = time_batches(model(["run.horizon_years=20"]), 10, 10, 1)
+    crit, _ = time_batches(model(["run.horizon_years=20"]), BATCH, BATCH, 1)
     ref = references(ref_dir, simpy_reps=1, numpy_reps=1)
     ratio = crit / ref["simpy_per_rep_s"]
     ok = ratio <= limit
-    print(f"bench smoke: critmin {crit * 1000:.0f} ms per replication (batch of 10), SimPy reference "
+    print(f"bench smoke: critmin {crit * 1000:.0f} ms per replication (batch of {BATCH}), SimPy "
+          f"reference "
           f"{ref['simpy_per_rep_s'] * 1000:.0f} ms: ratio {ratio:.3f} (fails above {limit:g}): "
           + ("ok" if ok else "GROSS REGRESSION"))
     return 0 if ok else 1
@@ -331,9 +337,11 @@ def main() -> int:
     full = model(["run.horizon_years=20", "scenario=full_package"])
     steps = base[0].calendar.n_ticks if hasattr(base[0].calendar, "n_ticks") else None
     r["a_baseline_one_rep_s"], r["e_events_one_rep"] = time_batches(base, 1, 1, a.repeats)
-    r["a_baseline_per_rep_default_batch_s"], _ = time_batches(base, 20, 10, a.repeats)
+    r["default_batch_size"] = BATCH
+    r["a_baseline_per_rep_default_batch_s"], _ = time_batches(base, REPLICATIONS, BATCH, a.repeats)
     r["b_full_package_one_rep_s"], _ = time_batches(full, 1, 1, a.repeats)
-    r["b_full_package_per_rep_default_batch_s"], _ = time_batches(full, 20, 10, a.repeats)
+    r["b_full_package_per_rep_default_batch_s"], _ = time_batches(full, REPLICATIONS, BATCH,
+                                                                  a.repeats)
     r["c_batch200_per_rep_s"], r["e_events_batch200"] = time_batches(base, 200, 200, 1)
     r["d_peak_memory_batch200_mib"] = peak_memory(base, 200)
     r["uncertain"] = uncertain_runs()
@@ -345,7 +353,7 @@ def main() -> int:
         "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
     r["sweep_overhead"] = [sweep_overhead(kind, ts) for kind in SWEEPS for ts in ("all", "compare")]
     r["aggregation_memory"] = aggregation_memory([50, 1000])
-    sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], 10)
+    sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], BATCH)
     r["scaling"] = sc
     h, g = sc["horizon"], sc["regions"]
     r["scaling_growth"] = {
@@ -365,9 +373,9 @@ def print_table(r: dict[str, Any]) -> None:
           f"numpy {ref['numpy_per_rep_s']:.3f} s")
     print(f"{'critmin, 20 years':48s} {'s/rep':>8s} {'vs SimPy':>9s} {'vs numpy':>9s}")
     names = {"a_baseline_one_rep_s": "(a) baseline, one replication alone",
-             "a_baseline_per_rep_default_batch_s": "(a) baseline, per rep, default batch (10)",
+             "a_baseline_per_rep_default_batch_s": f"(a) baseline, per rep, default batch ({BATCH})",
              "b_full_package_one_rep_s": "(b) full_package, one replication alone",
-             "b_full_package_per_rep_default_batch_s": "(b) full_package, per rep, batch of 10",
+             "b_full_package_per_rep_default_batch_s": f"(b) full_package, per rep, batch of {BATCH}",
              "c_batch200_per_rep_s": "(c) baseline, per rep, batch of 200"}
     for k, label in names.items():
         q = r["ratios"][k]
@@ -383,8 +391,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{so['fixed_overhead_per_sweep_s']:.1f} s")
     for u in r["uncertain"]:
         print(f"uncertainty=baseline ({u['parameters']} parameters), {u['case']}: "
-              f"{u['batch10_per_rep_s']:.3f} s/rep in batches of 10 "
-              f"({u['batch10_simulations']} simulations), {u['batch1_per_rep_s']:.3f} s/rep "
+              f"{u['batched_per_rep_s']:.3f} s/rep in batches of {u['batch_size']} "
+              f"({u['batched_simulations']} simulations), {u['alone_per_rep_s']:.3f} s/rep "
               "one at a time (each world built included)")
     for a in r["aggregation_memory"]:
         print(f"aggregate {a['jobs']} jobs ({a['rows']} rows): {a['seconds']:.1f} s; peak "

@@ -112,7 +112,8 @@ def test_points_simulated_together_give_the_kpis_they_give_one_by_one(monkeypatc
     register_all()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["run.horizon_years=3", "uncertainty=baseline",
-                                           "levers/export_control=licensing_2025"])
+                                           "levers/export_control=licensing_2025",
+                                           "run.batch_size=10"])
     params = parse_uncertain(cfg)
     points = to_values(params, np.random.default_rng(5).random((4, len(params))))
     evaluate = KpiEvaluator(cfg, params, "shortfall_share", "USA", "magnet", replications=2)
