@@ -132,7 +132,8 @@ def test_an_edited_file_is_read_again(tmp_path):
 
 def test_group_jobs_start_from_a_shared_merged_prefix_and_equal_hydras(loader):
     """Jobs of a sweep over config groups, in a sweep's order, through one cache: each
-    equals Hydra's own composition, and most start from a config merged by an earlier job."""
+    equals Hydra's own composition, and all but two start from a config merged by an earlier
+    job."""
     cache = ComposeCache(loader)
     jobs = [[f"package={p}", f"levers/export_control={c}"]
             for p in ("none", "stockpiles", "full") for c in ("none", "ban_12m")]
@@ -145,4 +146,6 @@ def test_group_jobs_start_from_a_shared_merged_prefix_and_equal_hydras(loader):
         for node in ("run", "world", "levers", "hydra"):
             assert OmegaConf.get_type(fast, node) == OmegaConf.get_type(slow, node)
             assert OmegaConf.is_struct(fast[node]) == OmegaConf.is_struct(slow[node])
-    assert cache.loader.prefix_hits >= len(jobs) - 3
+    # every job but the first and the first in another world: the config merged up to the
+    # end of the world (a large file) is kept at once, before any job leaves that path
+    assert cache.loader.prefix_hits == len(jobs) - 2

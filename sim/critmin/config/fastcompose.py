@@ -19,14 +19,16 @@ composition, Hydra settings included.
 Jobs that do choose other files (`package=stockpiles`) are composed by Hydra's own
 code, through `_PrefixLoader`:
 - `_FileCache` keeps each config file as loaded (YAML parsed, as OmegaConf) for the
-  next composition in the process, and hands Hydra a copy. It also spares Hydra's copy
-  of its ConfigStore at every composition (ConfigRepository). A file is read again when
-  its size or modification time changes.
+  next composition in the process, and hands Hydra a copy, made when Hydra first reads
+  the config (`_LazyResult`: files merged in a kept prefix are read only for their
+  defaults lists). It also spares Hydra's copy of its ConfigStore at every composition
+  (ConfigRepository). A file is read again when its size or modification time changes.
 - `_PrefixLoader` starts each composition from the configs an earlier one merged
-  already (Hydra's settings, the schema, the world), and merges only the rest.
+  already (Hydra's settings, the schema, the world, the levers a package shares), and
+  merges only the rest.
 Measured on a sweep of packages x export controls: 0.25 s per composition with Hydra
-alone, 0.15 s with the file cache, 0.10 s with both (the rest is building the defaults
-list and merging the levers, package and scenario).
+alone, 0.15 s with the file cache, 0.065 s with both (the rest is mostly building the
+defaults list and merging the export control, package and scenario).
 
 `CachingConfigLoader` is a ConfigLoader for Hydra's launchers (set up by critmin's
 sweeper), so each worker process composes each choice of files once.
@@ -119,6 +121,11 @@ class _FileCache(ConfigRepository):
             stamps.append(where)
         return (config_path, tuple(stamps))
 
+    def size(self, key: tuple[Any, ...]) -> int:
+        """Bytes of the kept config of a file (by its `_key`); 0 if none is kept."""
+        hit = self.loaded.get(key)
+        return 0 if hit is None else len(hit[1].data)
+
     def load_config(self, config_path: str) -> ConfigResult | None:
         key = self._key(config_path)
         if key not in self.loaded:
@@ -127,12 +134,31 @@ class _FileCache(ConfigRepository):
         hit = self.loaded[key]
         if hit is None:
             return None
-        kept, frozen = hit
-        out = copy.copy(kept)
-        out.config = frozen.copy()
-        out.header = dict(kept.header)
-        out.defaults_list = copy.deepcopy(kept.defaults_list)
-        return out
+        return _LazyResult(*hit)
+
+
+class _LazyResult(ConfigResult):
+    """A copy of a kept ConfigResult whose config is copied from the kept one when it is
+    first read. Hydra reads every file of a composition for its defaults list, but merges
+    only those after the prefix `_PrefixLoader` starts from: the others need no copy."""
+
+    def __init__(self, kept: ConfigResult, frozen: _Frozen) -> None:  # (not the dataclass's)
+        self.provider, self.path = kept.provider, kept.path
+        self.header = dict(kept.header)
+        self.defaults_list = copy.deepcopy(kept.defaults_list)
+        self.is_schema_source = kept.is_schema_source
+        self._frozen: _Frozen | None = frozen
+        self._config: Any = None
+
+    @property  # type: ignore[override]
+    def config(self) -> Any:
+        if self._frozen is not None:
+            self._config, self._frozen = self._frozen.copy(), None
+        return self._config
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        self._config, self._frozen = value, None
 
 
 class _Stamps:
@@ -154,17 +180,19 @@ class _PrefixLoader(ConfigLoaderImpl):
     composition) to the levers, the package and the scenario. Jobs of a sweep over config
     groups share the start of that list and differ further on. The defaults lists composed
     so far are kept as a tree (`edges`); where a composition leaves it (its first default
-    no earlier list had at that place, after the same ones), the config merged so far is
-    kept (`merged`, pickled), and a later composition with the same start copies it and
-    merges only the rest. A default is keyed by what Hydra loads it by (path, package,
+    no earlier list had at that place, after the same ones), and right after a large file
+    (the world; typed lever instances), the config merged so far is kept (`merged`,
+    pickled), and a later composition with the same start copies it and merges only the
+    rest. A default is keyed by what Hydra loads it by (path, package,
     primary) and by its file's size and modification time in each config source, so an
     edited file or another search path starts a new branch. Hydra's merging itself is
     unchanged, default by default; tests/test_fastcompose.py checks the results equal
     Hydra's own composition.
     """
 
-    MAX_MERGED = 16  # merged prefixes kept (~60 kB each); oldest dropped first
+    MAX_MERGED = 16  # merged prefixes kept (~60 kB each); the least recently used dropped first
     MIN_SPARED = 3  # a prefix is kept if it is at least this many defaults past the last kept
+    LARGE_FILE = 10_000  # a prefix is kept after merging a file this large (bytes, as kept)
     MAX_EDGES = 20_000  # the tree is cleared past this (a prefix is then merged again)
 
     @classmethod
@@ -209,17 +237,19 @@ class _PrefixLoader(ConfigLoaderImpl):
         branch = next((i - 1 for i in range(1, len(nodes)) if nodes[i] > known), None)
         start = max((i for i in range(len(nodes)) if nodes[i] in self.merged), default=0)
         if start:
-            cfg = self.merged[nodes[start]].copy()
+            cfg = self.merged.pop(nodes[start])
+            self.merged[nodes[start]] = cfg  # (now the most recently used)
+            cfg = cfg.copy()
             self.prefix_hits += 1
         else:
             cfg = OmegaConf.create()
+        last_kept = start
         for i in range(start, len(defaults)):
-            # (kept only if it spares a later composition several merges: a copy costs
-            # ~4 ms to make, a merge after the world ~1.3 ms)
-            if i == branch and i - start >= self.MIN_SPARED and nodes[i] not in self.merged:
-                if len(self.merged) >= self.MAX_MERGED:
-                    self.merged.pop(next(iter(self.merged)))
-                self.merged[nodes[i]] = _Frozen(cfg)
+            # kept where this composition leaves the tree, if that spares a later one
+            # several merges (a copy costs ~4 ms to make, a merge after the world ~1.3 ms)
+            if i == branch and i - last_kept >= self.MIN_SPARED:
+                self._keep(nodes[i], cfg)
+                last_kept = i
             default = defaults[i]
             loaded = self._load_single_config(default=default, repo=repo)
             # as ConfigLoaderImpl._compose_config_from_defaults_list, one default at a time
@@ -232,8 +262,24 @@ class _PrefixLoader(ConfigLoaderImpl):
                         f"In '{default.config_path}': {type(e).__name__} raised while"
                         f" composing config:\n{e}"
                     ).with_traceback(sys.exc_info()[2]) from e
+            # and after a large file, if several defaults follow: the first composition
+            # cannot know where later ones will leave its path, but they will not want to
+            # merge it again (the world: 38 kB kept, ~40 ms to merge; typed lever instances,
+            # levers/capacity/allied_deals: 16 kB, ~19 ms; keeping costs ~4 ms)
+            if files.size(stamps[i]) >= self.LARGE_FILE and \
+                    len(defaults) - (i + 1) >= self.MIN_SPARED:
+                self._keep(nodes[i + 1], cfg)
+                last_kept = i + 1
         _strip_defaults(cfg)
         return cfg
+
+    def _keep(self, node: int, cfg: DictConfig) -> None:
+        """Keep the config merged up to `node` (unless kept already)."""
+        if node in self.merged:
+            return
+        if len(self.merged) >= self.MAX_MERGED:
+            self.merged.pop(next(iter(self.merged)))
+        self.merged[node] = _Frozen(cfg)
 
 
 def _strip_defaults(cfg: Any) -> None:
@@ -291,11 +337,13 @@ class ComposeCache:
         if hit is None or (hit[1] is not None and not hit[1].unchanged()):
             # (composed again if one of its files was edited since, as Hydra would read it)
             self.cache.pop(key, None)
-            composed = _Frozen(self.loader.load_configuration(config_name, files, run_mode))
+            cfg = self.loader.load_configuration(config_name, files, run_mode)
             if len(self.cache) >= self.size:
                 self.cache.pop(next(iter(self.cache)))
-            hit = self.cache[key] = (composed, getattr(self.loader, "last_files", None))
-        cfg = hit[0].copy()
+            # kept as it is now; this job takes the composition itself, later ones a copy
+            self.cache[key] = (_Frozen(cfg), getattr(self.loader, "last_files", None))
+        else:
+            cfg = hit[0].copy()
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         # Hydra's record of the overrides, in the order given (as load_configuration does)
         task = [o for o in parsed if not o.is_hydra_override()]
