@@ -201,7 +201,7 @@ def _sweep(args: list[str], debug: bool) -> int:
             raise UserError(f"--jobs={opts.jobs} is not allowed: must be >= 1")
         opts.overrides.append(f"hydra.launcher.n_jobs={opts.jobs}")
 
-    def compose_job(overrides: list[str]) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    def compose_job(overrides: list[str]) -> tuple[Any, int, dict[str, Any]]:
         from omegaconf import OmegaConf
 
         try:
@@ -216,7 +216,7 @@ def _sweep(args: list[str], debug: bool) -> int:
             "sweep_dir": str(cfg.hydra.sweep.dir),
             "launcher": str(OmegaConf.select(cfg, "hydra.launcher._target_", default="?")),
         }
-        return job_config(cfg), int(cfg.run.replications), hydra_info
+        return (lambda: job_config(cfg)), int(cfg.run.replications), hydra_info
 
     try:
         with Composer() as composer:

@@ -276,7 +276,8 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
     """Expand the command line (and a named sweep file) into jobs and check them.
 
     `compose_job(overrides) -> (job config, replications, Hydra settings)` composes one
-    job and raises on bad input; the settings are the sweep file's `params`, the
+    job and raises on bad input; the job config comes as a function that makes it (only
+    jobs already in the folder need it); the settings are the sweep file's `params`, the
     `sweep_dir` and the `launcher` target. The expansion is Hydra's own
     (BasicSweeper), so the jobs are exactly those Hydra will launch.
 
@@ -322,7 +323,8 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
                      if override_key(o) == "run.replications"), base_reps)
         digest = None
         if (where / JOBS / name / MANIFEST).exists():
-            config, reps, _ = compose_job(overrides + hydra_args)
+            config_of, reps, _ = compose_job(overrides + hydra_args)
+            config = config_of()
             digest = config_digest(config)
             if job_status(where / JOBS / name, digest) == "stale":
                 old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
