@@ -30,8 +30,8 @@ class RunConfig:
     seed: int = 12345  # root seed; every random stream derives from it
     # replications simulated together as one array batch: 20, so a default run (20
     # replications) is one batch. Per replication 23 ms vs 31 ms in batches of 10 (2024
-    # world, 20 years), at ~2 MiB of arrays per replication (benchmarks/bench.py); results
-    # do not depend on it (tests/test_determinism.py)
+    # world, 20 years), at ~2 MiB of arrays per replication (~24 MiB with 40 regions:
+    # README, Performance); results do not depend on it (tests/test_determinism.py)
     batch_size: int = 20
     progress: bool = True  # progress bar on stderr
     plots: bool = True  # write PNG plots next to the tables
