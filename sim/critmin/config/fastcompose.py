@@ -92,8 +92,9 @@ class _FileCache(ConfigRepository):
     Hydra makes a fresh repository for each composition (a deep copy of this one, in
     ConfigLoaderImpl) and loads each file again. This one is copied shallowly: the copies
     share `loaded`, and Hydra's ConfigStore is not copied. Each load returns a copy of the
-    kept result (Hydra merges and embeds what it loads). Keyed by the file and the search
-    path; a file is loaded again when its size or modification time has changed.
+    kept result (Hydra merges and embeds what it loads), its config copied when first read
+    (`_LazyResult`). Keyed by the file and the search path; a file is loaded again when its
+    size or modification time has changed.
     """
 
     def __init__(self, delegate: ConfigRepository) -> None:
@@ -237,9 +238,9 @@ class _PrefixLoader(ConfigLoaderImpl):
         branch = next((i - 1 for i in range(1, len(nodes)) if nodes[i] > known), None)
         start = max((i for i in range(len(nodes)) if nodes[i] in self.merged), default=0)
         if start:
-            cfg = self.merged.pop(nodes[start])
-            self.merged[nodes[start]] = cfg  # (now the most recently used)
-            cfg = cfg.copy()
+            prefix = self.merged.pop(nodes[start])
+            self.merged[nodes[start]] = prefix  # (now the most recently used)
+            cfg = prefix.copy()
             self.prefix_hits += 1
         else:
             cfg = OmegaConf.create()
