@@ -136,31 +136,38 @@ def _days(months: Any) -> np.ndarray:
     return np.array(months, dtype="datetime64[D]").astype(np.int64).astype(np.int32)
 
 
-def _grid(replications: Any, *dims: int, keep: np.ndarray | None = None) -> list[np.ndarray]:
-    """Row labels of a flattened [R, MT, *rest] array (C order): replication numbers, then one
-    index per axis. With `keep` (a mask over the trailing axes `rest`, the same for every
-    replication and month), only for the kept elements: take the values with `_kept`."""
+def _fill(axis_labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`axis_labels` (shaped to broadcast over `shape`) repeated over the rows of a flattened
+    `shape` array: one pass of writing, not np.repeat and np.tile's copies."""
+    out = np.empty(shape, dtype=np.int32)
+    out[...] = axis_labels
+    return out.reshape(-1)
+
+
+def _grid(replications: Any, days: np.ndarray, *dims: int,
+          keep: np.ndarray | None = None) -> list[np.ndarray]:
+    """Row labels of a flattened [R, MT, *rest] array (C order): the replication number and
+    the date (`days`, one per month, as from `_days`) of each row, then one index per axis of
+    `rest`. With `keep` (a mask over `rest`, the same for every replication and month), only
+    for the kept elements: take the values with `_kept`."""
     reps = np.asarray(replications, dtype=np.int32)
     if keep is not None:
-        MT, rest = dims[0], dims[1:]
-        idx = np.unravel_index(np.flatnonzero(keep), rest)  # the kept cells of one month
-        P = idx[0].size
-        return [np.repeat(reps, MT * P), np.tile(np.repeat(np.arange(MT, dtype=np.int32), P),
-                                                 len(reps)),
-                *(np.tile(i.astype(np.int32), len(reps) * MT) for i in idx)]
-    shape = (len(reps), *dims)
-    out = []
-    for j, d in enumerate(shape):
-        after, before = int(np.prod(shape[j + 1:])), int(np.prod(shape[:j]))
-        out.append(np.tile(np.repeat(np.arange(d, dtype=np.int32), after), before))
-    out[0] = reps[out[0]]
-    return out
+        idx = np.unravel_index(np.flatnonzero(keep), dims)  # the kept cells of one month
+        shape: tuple[int, ...] = (len(reps), len(days), idx[0].size)
+        return [_fill(reps[:, None, None], shape), _fill(days[None, :, None], shape),
+                *(_fill(i[None, None, :], shape) for i in idx)]
+    shape = (len(reps), len(days), *dims)
+    first = (reps, days, *(np.arange(d, dtype=np.int32) for d in dims))
+    return [_fill(a.reshape([-1 if i == j else 1 for i in range(len(shape))]), shape)
+            for j, a in enumerate(first)]
 
 
 def _kept(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The elements of [R, MT, *rest] `values` where the mask `keep` over `rest` is true, in
     the order of `_grid(..., keep=keep)`."""
     R, MT = values.shape[:2]
+    if keep.all():
+        return values.reshape(-1)
     return values.reshape(R * MT, -1)[:, keep.reshape(-1)].reshape(-1)
 
 
@@ -188,8 +195,8 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, days: np.ndarra
         keep = np.ones((I, X), dtype=bool)
         if per_product and kind == "stockpiles":  # only the products each reserve holds
             keep = np.array([p.products for p in levers.stockpiles], dtype=bool)  # I, K
-        rep, mi, i, x = _grid(res.replications, MT, I, X, keep=keep)
-        yield _frame(rep, days[mi], _kept(arr, keep),
+        rep, date, i, x = _grid(res.replications, days, I, X, keep=keep)
+        yield _frame(rep, date, _kept(arr, keep),
                      {"region": (i, regions),
                       "product": (x, world.products) if per_product else "all",
                       "lever": (i, names)}, var, unit)
@@ -200,15 +207,15 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, days: np.ndarra
             continue
         N, K = len(world.regions), len(world.products)
         keep = arr.sum((0, 1)) > 0
-        rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, days[mi5], _kept(arr, keep),
+        rep5, date5, d5, o5, k5 = _grid(res.replications, days, N, N, K, keep=keep)
+        yield _frame(rep5, date5, _kept(arr, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products), "lever": lever}, var, "USD/month")
     if res.licences_pending is not None and "licences_pending" in series:
         N, K = len(world.regions), len(world.products)
         keep = res.licences_pending.sum((0, 1)) > 0
-        rep4, mi4, n4, k4 = _grid(res.replications, MT, N, K, keep=keep)
-        yield _frame(rep4, days[mi4], _kept(res.licences_pending, keep),
+        rep4, date4, n4, k4 = _grid(res.replications, days, N, K, keep=keep)
+        yield _frame(rep4, date4, _kept(res.licences_pending, keep),
                      {"region": (n4, world.regions), "product": (k4, world.products),
                       "lever": "export_controls"}, "licences_pending", "t")
 
@@ -248,24 +255,23 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
     days = _days(res.months)
 
     def grid(*dims: int) -> list[np.ndarray]:
-        return _grid(res.replications, MT, *dims)
+        return _grid(res.replications, days, *dims)
 
-    rep, mi, n, k = grid(N, K)
-    dates = days[mi]
-    region = (n, world.regions)
-    product = (k, world.products)
     cells = possible_cells(world)
-    # the row labels of each set of cells (every cell: the full grid above)
-    rows: dict[bytes, list[np.ndarray]] = {np.ones((N, K), dtype=bool).tobytes(): [rep, mi, n, k]}
+    rows: dict[bytes, list[np.ndarray]] = {}  # the row labels of each set of [region, product] cells
+
+    def cell_rows(keep: np.ndarray) -> list[np.ndarray]:
+        key = keep.tobytes()
+        if key not in rows:
+            rows[key] = _grid(res.replications, days, N, K, keep=keep)
+        return rows[key]
+
     for field, (name, unit) in VARIABLES.items():
         if name in series:
             keep = cells[field]
-            key = keep.tobytes()
-            if key not in rows:
-                rows[key] = _grid(res.replications, MT, N, K, keep=keep)
-            rep_c, mi_c, n_c, k_c = rows[key]
+            rep_c, date_c, n_c, k_c = cell_rows(keep)
             _check_left_out(world, getattr(res, field), keep, name)
-            yield _frame(rep_c, days[mi_c], _kept(getattr(res, field), keep),
+            yield _frame(rep_c, date_c, _kept(getattr(res, field), keep),
                          {"region": (n_c, world.regions), "product": (k_c, world.products)},
                          name, unit)
     # imports and exports between regions, and supply by origin (domestic included)
@@ -285,38 +291,39 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                        if name in series}
         finally:
             ship[:, :, diag, diag, :] = domestic
+        rep, date, n, k = cell_rows(np.ones((N, K), dtype=bool))
         for name, flows in foreign.items():
-            yield _frame(rep, dates, flows, {"region": region, "product": product}, name,
-                         "t/month")
+            yield _frame(rep, date, flows, {"region": (n, world.regions),
+                                            "product": (k, world.products)}, name, "t/month")
     if "supply_by_origin" in series:
         keep = ship.sum((0, 1)) > 0
-        rep5, mi5, d5, o5, k5 = _grid(res.replications, MT, N, N, K, keep=keep)
-        yield _frame(rep5, days[mi5], _kept(ship, keep),
+        rep5, date5, d5, o5, k5 = _grid(res.replications, days, N, N, K, keep=keep)
+        yield _frame(rep5, date5, _kept(ship, keep),
                      {"region": (d5, world.regions), "origin": (o5, world.regions),
                       "product": (k5, world.products)},
                      "supply_by_origin", "t/month")
     if "price" in series:
-        repm, mim, m, km = grid(len(world.markets), K)
-        yield _frame(repm, days[mim], res.price,
+        repm, datem, m, km = grid(len(world.markets), K)
+        yield _frame(repm, datem, res.price,
                      {"region": (m, world.markets), "product": (km, world.products)},
                      "price", "USD/kg")
     sector = [(f, name, unit) for f, name, unit in (
         ("sector_demand", "demand", "t/month"), ("sector_unmet", "unmet_demand", "t/month"),
         ("sector_substitution", "substitution_share", "share")) if name in series]
     if sector:
-        reps_, mis, s = grid(len(world.sectors))
+        reps_, dates, s = grid(len(world.sectors))
         sec_region = (np.asarray(world.sector_region)[s], world.regions)
         sec_product = (np.asarray(world.sector_product)[s], world.products)
         sec_kind = (s, world.sector_kind)
         for field, name, unit in sector:
-            yield _frame(reps_, days[mis], getattr(res, field),
+            yield _frame(reps_, dates, getattr(res, field),
                          {"region": sec_region, "product": sec_product, "sector": sec_kind},
                          name, unit)
     if "capacity" in series:
-        repf, mif, f = grid(len(world.facilities))
+        repf, datef, f = grid(len(world.facilities))
         fac_region = (np.asarray(world.fac_region)[f], world.regions)
         fac_name = (f, world.facilities)
-        yield _frame(repf, days[mif], res.capacity, {"region": fac_region, "origin": fac_name},
+        yield _frame(repf, datef, res.capacity, {"region": fac_region, "origin": fac_name},
                      "capacity", "t/yr")
     if levers is not None:
         yield from lever_tables(world, levers, res, days, series)

@@ -27,9 +27,10 @@ class KpiRows:
     lever: list[str]  # "" for KPIs of the market, a lever instance's name for its own KPIs
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+def _ratio(num: np.ndarray, den: np.ndarray, otherwise: float = np.nan) -> np.ndarray:
+    """num / den where den > 0, else `otherwise` (one pass, no temporaries of the full size)."""
+    out = np.full(np.broadcast_shapes(np.shape(num), np.shape(den)), otherwise)
+    return np.divide(num, den, out=out, where=den > 0)
 
 
 def time_to_recover_days(share: np.ndarray, month_days: np.ndarray,
@@ -96,16 +97,13 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers 
     use = use_m.sum(1)
     add("shortfall_share", _ratio(unmet, demand), world.regions)
     add("unmet_demand_t", np.where(demand > 0, unmet, np.nan), world.regions)
-    monthly_share = _ratio(res.unmet, res.demand)  # [R, MT, N, K]
-    with np.errstate(all="ignore"):
-        peak = np.where(demand > 0, np.nanmax(np.nan_to_num(monthly_share, nan=0.0), axis=1), np.nan)
+    monthly_share = _ratio(res.unmet, res.demand, 0.0)  # [R, MT, N, K]; no demand: no shortfall
+    peak = np.where(demand > 0, monthly_share.max(axis=1), np.nan)
     add("peak_shortfall_share", peak, world.regions)
     month_len_days = res.ticks_in_month * tick_days  # [MT]
     daily_use = use_m / month_len_days[None, :, None, None]
-    cover = _ratio(res.inventory, daily_use)
-    with np.errstate(all="ignore"):
-        min_cover = np.where(use > 0, np.nanmin(np.where(daily_use > 0, cover, np.inf), axis=1),
-                             np.nan)
+    cover = _ratio(res.inventory, daily_use, np.inf)  # months without use do not count
+    min_cover = np.where(use > 0, cover.min(axis=1), np.nan)
     add("min_days_of_cover", min_cover, world.regions)
     peak_price = res.price.max(axis=1) / world.price0_usd_per_kg[None]
     add("price_peak_multiple", peak_price, world.markets)
