@@ -24,7 +24,7 @@ from .core.kpis import compute_kpis
 from .results import (
     TimeseriesWriter,
     ensure_fresh,
-    kpi_frame,
+    kpi_table,
     write_atomic,
     write_kpis,
     write_manifest,
@@ -78,8 +78,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         writer.close()
     finally:
         bar.close()
-    kpis = kpi_frame(kpi_rows)
-    write_kpis(folder, kpis)
+    write_kpis(folder, kpi_table(kpi_rows))
     plots: list[str] = []
     if spec.plots:
         from .plots import plot_run  # here: matplotlib takes 0.2 s to import, sweeps rarely plot

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from .core.engine import LEVER_SERIES, BatchResult
@@ -356,12 +358,24 @@ class TimeseriesWriter:
         os.replace(self.tmp, self.path)
 
 
-def kpi_frame(rows: Iterable[KpiRows]) -> pd.DataFrame:
-    frames = [pd.DataFrame({"replication": r.replication, "region": r.region, "product": r.product,
-                            "lever": r.lever, "kpi": r.kpi, "value": r.value}) for r in rows]
-    df = pd.concat(frames, ignore_index=True)
-    return df.sort_values(["kpi", "region", "product", "lever", "replication"], kind="stable",
-                          ignore_index=True)
+KPI_SORT = ("kpi", "region", "product", "lever", "replication")
+
+
+def kpi_table(rows: Iterable[KpiRows]) -> pa.Table:
+    """The KPI rows of a run (`replication, region, product, lever, kpi, value`), sorted by
+    kpi, region, product, lever, replication; a NaN value (undefined) becomes missing."""
+    rows = list(rows)
+
+    def strings(name: str) -> pa.Array:
+        return pa.array([x for r in rows for x in getattr(r, name)], pa.string())
+
+    table = pa.table({
+        "replication": pa.array(np.concatenate([r.replication for r in rows]).astype(np.int64)),
+        "region": strings("region"), "product": strings("product"), "lever": strings("lever"),
+        "kpi": strings("kpi"),
+        "value": pa.array(np.concatenate([r.value for r in rows]), pa.float64(), from_pandas=True),
+    })
+    return table.take(pc.sort_indices(table, [(k, "ascending") for k in KPI_SORT]))  # stable
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -370,8 +384,12 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_kpis(folder: Path, df: pd.DataFrame) -> None:
-    write_atomic(folder / KPIS, df.to_csv(index=False, float_format="%.10g"))
+def write_kpis(folder: Path, table: pa.Table) -> None:
+    """`kpis.csv`: exact numbers (the shortest text that reads back as the same number), a
+    missing value empty; arrow's writer, as for the sweep summary (~1 ms; pandas took ~8)."""
+    tmp = folder / (KPIS + ".partial")
+    pv.write_csv(table, tmp)
+    os.replace(tmp, folder / KPIS)
 
 
 PARAMETERS = "parameters.csv"
