@@ -153,10 +153,13 @@ def references(ref_dir: Path, simpy_reps: int, numpy_reps: int, years: int = 20)
     return {"simpy_per_rep_s": statistics.median(s), "numpy_per_rep_s": statistics.median(n)}
 
 
-def sweep_cost(axes: list[str], jobs: list[list[str]], common: list[str]) -> dict[str, float]:
-    """Wall time of one `critmin sweep` (one local worker) and, from its jobs' manifests, the
-    time its jobs spent simulating (`simulation_seconds`, measured inside the sweep: the same
-    process and conditions as the overhead it is compared with)."""
+def sweep_cost(axes: list[str], jobs: list[list[str]], common: list[str]) -> dict[str, Any]:
+    """One `critmin sweep` (one local worker): its wall time; from its jobs' manifests, the
+    time they spent simulating (`simulation_seconds`, measured inside the sweep: the same
+    process and conditions as the overhead it is compared with); the overhead between
+    consecutive jobs; and the time to aggregate its KPIs."""
+    from critmin.aggregate import aggregate
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         done = subprocess.run(
@@ -166,13 +169,49 @@ def sweep_cost(axes: list[str], jobs: list[list[str]], common: list[str]) -> dic
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             sys.exit(f"bench: error: the sweep failed: {done.stderr.strip()[-500:]}")
-        manifests = [json.loads(m.read_text())
-                     for m in (Path(tmp) / "s" / "jobs").glob("*/manifest.json")]
+        paths = sorted((Path(tmp) / "s" / "jobs").glob("*/manifest.json"),
+                       key=lambda m: m.stat().st_mtime_ns)
+        ends = [m.stat().st_mtime_ns / 1e9 for m in paths]
+        manifests = [json.loads(m.read_text()) for m in paths]
+        t1 = time.perf_counter()
+        aggregate(Path(tmp) / "s")
+        aggregation = time.perf_counter() - t1
     if len(manifests) != len(jobs):
         sys.exit(f"bench: error: the sweep completed {len(manifests)} of {len(jobs)} jobs")
-    return {"jobs": len(jobs), "wall_s": wall,
-            "simulation_s": sum(m["simulation_seconds"] for m in manifests),
-            "job_runtime_s": sum(m["runtime_seconds"] for m in manifests)}
+    sims = [m["simulation_seconds"] for m in manifests]
+    # one worker runs the jobs one after another: from one job's manifest (written last) to
+    # the next one's is everything a job costs (Hydra composing and launching it, building,
+    # simulating, writing), and nothing paid once per sweep
+    between = [b - a - sim for a, b, sim in zip(ends, ends[1:], sims[1:], strict=False)]
+    return {"jobs": len(jobs), "wall_s": wall, "simulation_s": sum(sims),
+            "job_runtime_s": sum(m["runtime_seconds"] for m in manifests),
+            "overhead_between_jobs_s": statistics.median(between),
+            "aggregation_s": aggregation}
+
+
+def planning_cost(sweeps: list[list[str]], common: list[str], repeats: int = 3) -> list[float]:
+    """Seconds `critmin sweep --dry-run` takes to plan and check each sweep (least of
+    `repeats`), all in one process, so that starting Python is not in the differences."""
+    code = (
+        "import contextlib, io, json, sys, tempfile, time\n"
+        "from critmin import cli\n"
+        "sweeps, common, repeats = json.loads(sys.argv[1])\n"
+        "out = []\n"
+        "for axes in sweeps:\n"
+        "    runs = []\n"
+        "    for _ in range(repeats):\n"
+        "        with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):\n"
+        "            t0 = time.perf_counter()\n"
+        "            assert cli.main(['sweep', *axes, *common, '--dry-run', '--dir', d + '/s']) == 0\n"
+        "            runs.append(time.perf_counter() - t0)\n"
+        "    out.append(min(runs))\n"
+        "print(json.dumps(out))\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([sweeps, common, repeats])],
+                          capture_output=True, text=True,
+                          env={**os.environ, "CRITMIN_HOME": str(ROOT)})
+    if done.returncode != 0:
+        sys.exit(f"bench: error: planning the sweeps failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 REPS, YEARS = 20, 20
@@ -191,32 +230,51 @@ SWEEPS = {  # kind -> (small sweep, large sweep): (axes, jobs)
 
 
 def sweep_overhead(kind: str, timeseries: str, repeats: int = 2) -> dict[str, Any]:
-    """A sweep's overhead per job, from two sweeps of 4 and 12 jobs of 20 replications x 20 years.
+    """A sweep's overhead per job, for jobs of 20 replications x 20 years.
 
-    overhead = sweep wall time - the jobs' simulation time inside the sweep (process start,
-    planning, Hydra's composition of each job, writing results, the summary). Per job, it is
-    the slope between the two sweeps; what is left is the sweep's fixed cost (starting Python
-    and Hydra, planning, the summary), paid once however many jobs. Shares are of a job's
-    simulation. Each sweep runs `repeats` times and the run with the least overhead counts
-    (the machine's other load only ever adds time; one run each moved the slope by ~0.05 s).
+    Per job it is the sum of what a sweep pays for each job, each part measured where it
+    is paid, so that the noise of starting processes (~0.5 s from run to run here) is not
+    in it:
+    - between jobs: the median over consecutive jobs of the time from one job's manifest
+      to the next one's, less the next job's simulation (Hydra composing and launching the
+      job, building its model, writing its files), in a sweep of 12 jobs on one worker;
+    - planning: the checks before launching (every axis value composed and built), the
+      slope of `critmin sweep --dry-run`'s time between the sweeps of 4 and 12 jobs;
+    - aggregating: the sweep summary at the end, per job.
+    As a check, the slope of the whole sweep's overhead (wall time less the jobs'
+    simulation) between the sweeps of 4 and 12 jobs, which holds the same costs and the
+    noise of starting processes. What is paid once per sweep is the rest of the overhead.
+    Each sweep runs `repeats` times and the run with the least overhead counts (the
+    machine's other load only ever adds time). Shares are of a job's simulation.
     """
     common = [f"run.replications={REPS}", f"run.horizon_years={YEARS}", "run.plots=false",
               f"run.timeseries={timeseries}"]
     (sa, sj), (la, lj) = SWEEPS[kind]
 
-    def least(axes: list[str], jobs: list[list[str]]) -> dict[str, float]:
+    def least(axes: list[str], jobs: list[list[str]]) -> dict[str, Any]:
         runs = [sweep_cost(axes, jobs, common) for _ in range(repeats)]
-        return min(runs, key=lambda c: c["wall_s"] - c["simulation_s"])
+        best = min(runs, key=lambda c: c["wall_s"] - c["simulation_s"])
+        best["overhead_between_jobs_s"] = min(c["overhead_between_jobs_s"] for c in runs)
+        best["aggregation_s"] = min(c["aggregation_s"] for c in runs)
+        return best
 
     small, large = least(sa, sj), least(la, lj)
+    n_s, n_l = small["jobs"], large["jobs"]
+    plan_s, plan_l = planning_cost([sa, la], common)
+    between = large["overhead_between_jobs_s"]
+    planning = (plan_l - plan_s) / (n_l - n_s)
+    aggregating = large["aggregation_s"] / n_l
+    per_job = between + planning + aggregating
     over_s = small["wall_s"] - small["simulation_s"]
     over_l = large["wall_s"] - large["simulation_s"]
-    per_job = (over_l - over_s) / (large["jobs"] - small["jobs"])
-    sim_per_job = large["simulation_s"] / large["jobs"]
+    sim_per_job = large["simulation_s"] / n_l
     return {"kind": kind, "timeseries": timeseries, "replications": REPS, "years": YEARS,
             "small": small, "large": large, "simulation_per_job_s": sim_per_job,
             "overhead_per_job_s": per_job, "overhead_per_job_share": per_job / sim_per_job,
-            "fixed_overhead_per_sweep_s": over_s - small["jobs"] * per_job,
+            "parts_per_job_s": {"between_jobs": between, "planning": planning,
+                                "aggregating": aggregating},
+            "slope_per_job_s": (over_l - over_s) / (n_l - n_s),
+            "fixed_overhead_per_sweep_s": over_l - n_l * per_job,
             "in_job_overhead_share": (large["job_runtime_s"] - large["simulation_s"])
             / large["simulation_s"]}
 
@@ -382,13 +440,15 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{label:48s} {r[k]:8.3f} {q['vs_simpy']:9.3f} {q['vs_numpy']:9.2f}")
     print(f"(d) peak memory, batch of 200: {r['d_peak_memory_batch200_mib']:.0f} MiB; "
           f"(e) SimPy events: {r['e_events_one_rep']} (one rep), {r['e_events_batch200']} (200 reps)")
-    print("sweep overhead per job (20 reps x 20 years, one worker; slope between sweeps of 4 and "
-          "12 jobs):")
+    print("sweep overhead per job (20 reps x 20 years, one worker; between jobs + planning + "
+          "aggregating; the whole sweep's slope between 4 and 12 jobs as a check):")
     for so in r["sweep_overhead"]:
+        p = so["parts_per_job_s"]
         print(f"  {so['kind']:42s} run.timeseries={so['timeseries']:8s} "
-              f"{so['overhead_per_job_s']:.2f} s = {so['overhead_per_job_share']:4.0%} of a job's "
-              f"{so['simulation_per_job_s']:.2f} s simulation; fixed per sweep "
-              f"{so['fixed_overhead_per_sweep_s']:.1f} s")
+              f"{so['overhead_per_job_s']:.3f} s = {so['overhead_per_job_share']:4.0%} of a job's "
+              f"{so['simulation_per_job_s']:.2f} s simulation ({p['between_jobs']:.3f} + "
+              f"{p['planning']:.3f} + {p['aggregating']:.3f}; slope {so['slope_per_job_s']:.2f} s); "
+              f"fixed per sweep {so['fixed_overhead_per_sweep_s']:.1f} s")
     for u in r["uncertain"]:
         print(f"uncertainty=baseline ({u['parameters']} parameters), {u['case']}: "
               f"{u['batched_per_rep_s']:.3f} s/rep in batches of {u['batch_size']} "
