@@ -229,7 +229,7 @@ SWEEPS = {  # kind -> (small sweep, large sweep): (axes, jobs)
 }
 
 
-def sweep_overhead(kind: str, timeseries: str, repeats: int = 2) -> dict[str, Any]:
+def sweep_overhead(kind: str, timeseries: str, repeats: int = 3) -> dict[str, Any]:
     """A sweep's overhead per job, for jobs of 20 replications x 20 years.
 
     Per job it is the sum of what a sweep pays for each job, each part measured where it
@@ -244,29 +244,32 @@ def sweep_overhead(kind: str, timeseries: str, repeats: int = 2) -> dict[str, An
     As a check, the slope of the whole sweep's overhead (wall time less the jobs'
     simulation) between the sweeps of 4 and 12 jobs, which holds the same costs and the
     noise of starting processes. What is paid once per sweep is the rest of the overhead.
-    Each sweep runs `repeats` times and the run with the least overhead counts (the
-    machine's other load only ever adds time). Shares are of a job's simulation.
+    Each sweep runs `repeats` times; the large sweep's run with the least share counts
+    (between jobs and aggregating over its own jobs' simulation: the machine's speed
+    drifts over minutes, and its other load only ever adds time), and for the slope the
+    runs with the least overhead. Shares are of a job's simulation.
     """
     common = [f"run.replications={REPS}", f"run.horizon_years={YEARS}", "run.plots=false",
               f"run.timeseries={timeseries}"]
     (sa, sj), (la, lj) = SWEEPS[kind]
 
-    def least(axes: list[str], jobs: list[list[str]]) -> dict[str, Any]:
-        runs = [sweep_cost(axes, jobs, common) for _ in range(repeats)]
-        best = min(runs, key=lambda c: c["wall_s"] - c["simulation_s"])
-        best["overhead_between_jobs_s"] = min(c["overhead_between_jobs_s"] for c in runs)
-        best["aggregation_s"] = min(c["aggregation_s"] for c in runs)
-        return best
+    def overhead(c: dict[str, Any]) -> float:
+        return c["wall_s"] - c["simulation_s"]
 
-    small, large = least(sa, sj), least(la, lj)
-    n_s, n_l = small["jobs"], large["jobs"]
+    small_runs = [sweep_cost(sa, sj, common) for _ in range(repeats)]
+    large_runs = [sweep_cost(la, lj, common) for _ in range(repeats)]
+    n_s, n_l = len(sj), len(lj)
+    # the large sweep's run whose jobs cost least beyond their simulation, as a share of it
+    # (the machine's speed drifts over minutes: both parts of a share come from one run)
+    large = min(large_runs, key=lambda c: (c["overhead_between_jobs_s"]
+                                           + c["aggregation_s"] / n_l) / c["simulation_s"])
     plan_s, plan_l = planning_cost([sa, la], common)
     between = large["overhead_between_jobs_s"]
     planning = (plan_l - plan_s) / (n_l - n_s)
     aggregating = large["aggregation_s"] / n_l
     per_job = between + planning + aggregating
-    over_s = small["wall_s"] - small["simulation_s"]
-    over_l = large["wall_s"] - large["simulation_s"]
+    small = min(small_runs, key=overhead)
+    over_s, over_l = overhead(small), min(overhead(c) for c in large_runs)
     sim_per_job = large["simulation_s"] / n_l
     return {"kind": kind, "timeseries": timeseries, "replications": REPS, "years": YEARS,
             "small": small, "large": large, "simulation_per_job_s": sim_per_job,
@@ -322,18 +325,24 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
     return out
 
 
-def scaling(horizons: list[int], regions: list[int], reps: int) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"horizon": [], "regions": []}
-    for y in horizons:
-        per_rep, _ = time_batches(model([f"run.horizon_years={y}"]), reps, reps, 1)
-        out["horizon"].append({"years": y, "per_rep_s": per_rep})
+def scaling(horizons: list[int], regions: list[int], reps: int, repeats: int = 3
+            ) -> dict[str, list[dict]]:
+    """Per replication (a batch of `reps`) for each horizon and number of regions: the least
+    of `repeats` rounds, each timing every case once (the machine's speed drifts over
+    minutes; rounds spread a slow spell over all cases, and other load only adds time)."""
+    cases = [("horizon", {"years": y}, model([f"run.horizon_years={y}"])) for y in horizons]
     for n in regions:
         m = model(["run.horizon_years=20"], n_regions=n)
-        per_rep, _ = time_batches(m, reps, reps, 1)
         # trading routes (product, buyer, origin) with a sourcing share: every region trades with
         # every producer through the world market (openness), so they grow like regions squared
-        routes = int((m[1].base_sourcing > 0).sum())
-        out["regions"].append({"regions": n, "routes": routes, "per_rep_s": per_rep})
+        cases.append(("regions", {"regions": n, "routes": int((m[1].base_sourcing > 0).sum())}, m))
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(repeats):
+        for i, (_, _, m) in enumerate(cases):
+            times[i].append(time_batches(m, reps, reps, 1)[0])
+    out: dict[str, list[dict]] = {"horizon": [], "regions": []}
+    for (kind, info, _), ts in zip(cases, times, strict=True):
+        out[kind].append({**info, "per_rep_s": min(ts), "rounds_s": ts})
     return out
 
 
