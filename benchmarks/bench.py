@@ -190,22 +190,22 @@ def sweep_cost(axes: list[str], jobs: list[list[str]], common: list[str]) -> dic
 
 
 def planning_cost(sweeps: list[list[str]], common: list[str], repeats: int = 3) -> list[float]:
-    """Seconds `critmin sweep --dry-run` takes to plan and check each sweep (least of
-    `repeats`), all in one process, so that starting Python is not in the differences."""
+    """Seconds `critmin sweep --dry-run` takes to plan and check each sweep, all in one
+    process (starting Python is not in the differences): after one unmeasured round (imports,
+    first reads), `repeats` rounds that plan every sweep once; the least of each."""
     code = (
         "import contextlib, io, json, sys, tempfile, time\n"
         "from critmin import cli\n"
         "sweeps, common, repeats = json.loads(sys.argv[1])\n"
-        "out = []\n"
-        "for axes in sweeps:\n"
-        "    runs = []\n"
-        "    for _ in range(repeats):\n"
+        "runs = [[] for _ in sweeps]\n"
+        "for round_ in range(repeats + 1):\n"
+        "    for i, axes in enumerate(sweeps):\n"
         "        with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):\n"
         "            t0 = time.perf_counter()\n"
         "            assert cli.main(['sweep', *axes, *common, '--dry-run', '--dir', d + '/s']) == 0\n"
-        "            runs.append(time.perf_counter() - t0)\n"
-        "    out.append(min(runs))\n"
-        "print(json.dumps(out))\n")
+        "            if round_:\n"
+        "                runs[i].append(time.perf_counter() - t0)\n"
+        "print(json.dumps([min(r) for r in runs]))\n")
     done = subprocess.run([sys.executable, "-c", code, json.dumps([sweeps, common, repeats])],
                           capture_output=True, text=True,
                           env={**os.environ, "CRITMIN_HOME": str(ROOT)})
