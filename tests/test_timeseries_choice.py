@@ -100,9 +100,10 @@ def test_each_row_group_holds_one_variable_and_says_which(tmp_path):
 
 
 def test_region_flows_have_rows_only_where_the_world_allows_them():
-    """A region-product flow gets rows only in the cells the world lets be non-zero (a plant
-    makes or uses the product there, or an end use buys it); every cell left out is zero in
-    the run, and a non-zero one would stop the writing."""
+    """A region-product series gets rows only in the cells the world lets be non-zero (a plant
+    makes or uses the product there, or an end use buys it; imports where it is used, exports
+    where it is made); every cell left out is zero in the run, and a non-zero one would stop
+    the writing."""
     import numpy as np
 
     from critmin.config.model import build_model
@@ -113,20 +114,25 @@ def test_region_flows_have_rows_only_where_the_world_allows_them():
     spec, world, levers = build_model(compose(SMALL))
     res = next(iter(simulate(world, spec, None, levers)))
     cells = possible_cells(world)
-    names = {name for name, _ in VARIABLES.values()}
+    names = {name for name, _ in VARIABLES.values()} | {"imports", "exports"}
     tables = {t["variable"][0].as_py(): t for t in timeseries_tables(world, res, levers)
               if t.num_rows and t["variable"][0].as_py() in names
               and t["sector"][0].as_py() == ""}
-    R, MT = res.production.shape[:2]
-    for field, (name, _) in VARIABLES.items():
-        values, keep = getattr(res, field), cells[field]
+    R, MT, N, K = res.production.shape
+    foreign = res.shipments.copy()  # imports and exports: shipments between regions
+    foreign[:, :, np.arange(N), np.arange(N), :] = 0.0
+    series = {field: (name, getattr(res, field)) for field, (name, _) in VARIABLES.items()}
+    series |= {"imports": ("imports", foreign.sum(3)), "exports": ("exports", foreign.sum(2))}
+    for field, (name, values) in series.items():
+        keep = cells[field]
         assert not values[:, :, ~keep].any(), f"{name}: a cell left out is not zero"
         table = tables[name]
         assert table.num_rows == R * MT * keep.sum()
         got = set(zip(table["region"].to_pylist(), table["product"].to_pylist(), strict=True))
         assert got == {(world.regions[n], world.products[k]) for n, k in zip(*np.nonzero(keep),
                                                                              strict=True)}
-    assert not cells["consumption"].all() and cells["inventory"].all()
+    assert not cells["consumption"].all() and not cells["inventory"].all()
+    assert cells["inventory"].sum() > cells["imports"].sum() > 0 and cells["exports"].any()
     # end use of magnets only where a sector buys them; no end use of ore anywhere
     end = cells["consumption"]
     assert end[:, world.product_index("magnet")].any()
@@ -177,7 +183,7 @@ def test_trade_series_add_up_the_shipments_and_leave_them_as_they_were():
     import numpy as np
 
     from critmin.config.model import build_model
-    from critmin.results import timeseries_tables
+    from critmin.results import possible_cells, timeseries_tables
     from critmin.runner import simulate
 
     spec, world, levers = build_model(compose(SMALL))
@@ -191,9 +197,12 @@ def test_trade_series_add_up_the_shipments_and_leave_them_as_they_were():
     N = world.n_regions
     foreign = ship * (1 - np.eye(N))[None, None, :, :, None]
     R, MT = ship.shape[:2]
+    cells = possible_cells(world)
     for name, want in (("imports", foreign.sum(3)), ("exports", foreign.sum(2))):
-        got = tables[name]["value"].to_numpy().reshape(R, MT, N, world.n_products)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0, err_msg=name)
+        keep = cells[name]  # rows only where the world lets trade be (the other cells are 0)
+        got = tables[name]["value"].to_numpy().reshape(R, MT, keep.sum())
+        np.testing.assert_allclose(got, want[:, :, keep], rtol=1e-12, atol=0, err_msg=name)
+        assert not want[:, :, ~keep].any() and want[:, :, keep].any()
     by_origin = tables["supply_by_origin"]
     assert by_origin["value"].sum() == pytest.approx(ship.sum(), rel=1e-12)
     home = by_origin[by_origin["region"] == by_origin["origin"]]

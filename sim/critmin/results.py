@@ -223,12 +223,14 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, days: np.ndarra
 
 
 def possible_cells(world: World) -> dict[str, np.ndarray]:
-    """For each region-product flow of VARIABLES, the [region, product] cells the world lets
-    be non-zero: production where a plant makes the product, input use where a plant uses
-    it, end use (consumption, demand, unmet) where an end-use sector buys it, China's
-    content of use where either uses it. The other cells are zero in every run of the
-    world, and get no rows (over half of these rows in the rare-earth world; docs/results.md).
-    Inventory keeps all."""
+    """For each region-product series, the [region, product] cells the world lets be non-zero:
+    production where a plant makes the product, input use where a plant uses it, end use
+    (consumption, demand, unmet) where an end-use sector buys it, China's content of use
+    where either uses it; inventory where any of them does (stocks are bought for use and
+    held by sellers of their output), imports where a plant or an end use uses it (only a
+    region's own needs are ordered), exports where a plant makes it (only output is sold).
+    The other cells are zero in every run of the world, and get no rows (over half of the
+    flows' rows in the rare-earth world; docs/results.md); writing checks that they are."""
     N, K = len(world.regions), len(world.products)
     made, used, end = (np.zeros((N, K), dtype=bool) for _ in range(3))
     for f, region in enumerate(world.fac_region):
@@ -236,7 +238,8 @@ def possible_cells(world: World) -> dict[str, np.ndarray]:
         used[region] |= np.asarray(world.fac_inputs[f]) > 0
     end[np.asarray(world.sector_region), np.asarray(world.sector_product)] = True
     return {"production": made, "input_use": used, "consumption": end, "demand": end,
-            "unmet": end, "provenance_use": used | end, "inventory": np.ones((N, K), dtype=bool)}
+            "unmet": end, "provenance_use": used | end, "inventory": made | used | end,
+            "imports": used | end, "exports": made}
 
 
 def _check_left_out(world: World, values: np.ndarray, keep: np.ndarray, name: str) -> None:
@@ -293,10 +296,13 @@ def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = No
                        if name in series}
         finally:
             ship[:, :, diag, diag, :] = domestic
-        rep, date, n, k = cell_rows(np.ones((N, K), dtype=bool))
         for name, flows in foreign.items():
-            yield _frame(rep, date, flows, {"region": (n, world.regions),
-                                            "product": (k, world.products)}, name, "t/month")
+            keep = cells[name]
+            _check_left_out(world, flows, keep, name)
+            rep, date, n, k = cell_rows(keep)
+            yield _frame(rep, date, _kept(flows, keep), {"region": (n, world.regions),
+                                                         "product": (k, world.products)},
+                         name, "t/month")
     if "supply_by_origin" in series:
         keep = ship.sum((0, 1)) > 0
         rep5, date5, d5, o5, k5 = _grid(res.replications, days, N, N, K, keep=keep)
