@@ -187,7 +187,6 @@ def lever_tables(world: World, levers: Levers, res: BatchResult, days: np.ndarra
                  series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
     """Rows of the levers' own series: reserves, floors, capacity deals, duties (`days`: the
     months' first days as from `_days`)."""
-    R, MT = res.production.shape[:2]
     for var, arr in (res.lever_series or {}).items():
         if var not in series:
             continue
@@ -256,7 +255,7 @@ def _check_left_out(world: World, values: np.ndarray, keep: np.ndarray, name: st
 def timeseries_tables(world: World, res: BatchResult, levers: Levers | None = None,
                       series: frozenset[str] = ALL_SERIES) -> Iterable[pa.Table]:
     """The long-format rows of one batch, one block per variable; only `series` are built."""
-    R, MT, N, K = res.production.shape
+    N, K = res.production.shape[2:]
     days = _days(res.months)
 
     def grid(*dims: int) -> list[np.ndarray]:

@@ -38,7 +38,8 @@ def time_to_recover_days(share: np.ndarray, month_days: np.ndarray,
     """Days from the start of the first month in shortfall to the first month back under it.
 
     0 if no month is in shortfall; NaN if the shortfall has not ended by the horizon.
-    `month_days[i]` is the day (since start) on which month i begins.
+    `month_days[i]` is the day (since start) on which month i begins. The definition, one
+    series at a time; runs use `recovery_days`, tested equal to it.
     """
     above = np.flatnonzero(share > threshold)
     if above.size == 0:
