@@ -401,7 +401,8 @@ PARAMETERS = "parameters.csv"
 
 
 def write_parameters(folder: Path, params: Any, values: np.ndarray) -> None:
-    """`parameters.csv`: replication, parameter (its name), key, value: the draws of a run."""
+    """`parameters.csv`: replication, parameter (its name), key, value: the draws of a run,
+    exact (the shortest text that reads back as the number the replication used)."""
     R = values.shape[0]
     df = pd.DataFrame({
         "replication": np.repeat(np.arange(R), len(params)),
@@ -409,7 +410,7 @@ def write_parameters(folder: Path, params: Any, values: np.ndarray) -> None:
         "key": [p.key for p in params] * R,
         "value": values.reshape(-1),
     })
-    write_atomic(folder / PARAMETERS, df.to_csv(index=False, float_format="%.10g"))
+    write_atomic(folder / PARAMETERS, df.to_csv(index=False))
 
 
 @functools.cache  # once per process: a sweep worker runs many jobs of one code version
