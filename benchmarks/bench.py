@@ -261,8 +261,8 @@ def sweep_overhead(kind: str, timeseries: str, repeats: int = 3) -> dict[str, An
     n_s, n_l = len(sj), len(lj)
     # the large sweep's run whose jobs cost least beyond their simulation, as a share of it
     # (the machine's speed drifts over minutes: both parts of a share come from one run)
-    large = min(large_runs, key=lambda c: (c["overhead_between_jobs_s"]
-                                           + c["aggregation_s"] / n_l) / c["simulation_s"])
+    large = min(large_runs, key=lambda c: (c["overhead_between_jobs_s"] + c["aggregation_s"] / n_l)
+                / (c["simulation_s"] / n_l))
     plan_s, plan_l = planning_cost([sa, la], common)
     between = large["overhead_between_jobs_s"]
     planning = (plan_l - plan_s) / (n_l - n_s)
