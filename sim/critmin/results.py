@@ -3,7 +3,7 @@
 - `timeseries.parquet`: long format, one row per (replication, date, region,
   product, sector, origin, variable); written batch by batch, so memory does not
   grow with the number of replications.
-- `kpis.csv`: `replication, region, product, kpi, value`.
+- `kpis.csv`: `replication, region, product, lever, kpi, value`, exact numbers.
 - `manifest.json`: config, seed, versions, code version; written last, so a run
   folder without it is incomplete.
 
@@ -391,7 +391,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_kpis(folder: Path, table: pa.Table) -> None:
     """`kpis.csv`: exact numbers (the shortest text that reads back as the same number), a
-    missing value empty; arrow's writer, as for the sweep summary (~1 ms; pandas took ~8)."""
+    missing value empty; arrow's writer, as for the sweep summary (with `kpi_table`, 1.7 ms
+    per job of 20 replications; pandas took 8.1)."""
     tmp = folder / (KPIS + ".partial")
     pv.write_csv(table, tmp)
     os.replace(tmp, folder / KPIS)
