@@ -398,6 +398,10 @@ class Simulation:
         self.slot_size = R * N * K
         # shipments of this tick, [quantity, provenance] x [R, dest, origin, K]
         self.load = np.empty((2, R, N, N, K))
+        self.shipped, self.ship_prov = self.load
+        # the share of each input need the stock covers [R, N*K], and a last column of ones
+        # that pads plants' input lists (fac_in_cols); the tick writes the first N*K columns
+        self.cover_share_ext = np.ones((R, N * K + 1))
         half = np.arange(2)[:, None, None, None, None]
         self.ship_bins_rest = half * (self.Lp * self.slot_size) + self.route_rest[None]
         self._set_lead_ticks(self.lead_ticks)
@@ -736,7 +740,7 @@ class Simulation:
         if piles is not None:
             piles.release_to_market(need, stock, prices)
         # share of each need the stock covers; the last column (1) pads plants' input lists
-        ratio_ext = np.ones((R, NK + 1))
+        ratio_ext = self.cover_share_ext
         ratio = ratio_ext[:, :NK]
         np.minimum(rules.ratio_or(stock, need, 1.0), 1.0, out=ratio)
         activity = planned * np.minimum.reduce(ratio_ext.take(self.fac_in_cols, axis=1), axis=2)
@@ -794,7 +798,7 @@ class Simulation:
                                                    origin_price).sum(axis=1)
         fill = rules.fill_ratio(self.out_stock, ordered)
         load = self.load  # [shipped, its provenance-traced part]
-        shipped, ship_prov = load
+        shipped, ship_prov = self.shipped, self.ship_prov
         np.multiply(direct, fill[:, None, :, :], out=shipped)
         delivered = shipped if controls is None else shipped * controls.delivered_share()
         if leaked is not None:
