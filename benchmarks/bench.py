@@ -13,7 +13,7 @@ machines are shared and noisy):
   (e) SimPy events processed, for (a) and (c)
   uncertain replications (uncertainty=baseline): batched and one at a time
   the two reference designs of ../shared/bench (straightforward SimPy; vectorised numpy)
-  scaling: horizon 5-40 years and regions 5-40 (benchmarks/scaling.png)
+  scaling: horizon 5-40 years and regions 5-40, in batches and alone (benchmarks/scaling.png)
   sweep overhead per job: sweeps of 4 and 12 jobs of 20 replications through `critmin sweep`,
       over values and over config groups, writing all series or only compare's
 It writes benchmarks/results.json and prints a table.
@@ -325,23 +325,26 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
     return out
 
 
-def scaling(horizons: list[int], regions: list[int], reps: int, repeats: int = 3
-            ) -> dict[str, list[dict]]:
-    """Per replication (a batch of `reps`) for each horizon and number of regions: the least
+def scaling(horizons: list[int], regions: list[int], reps: int, repeats: int = 3,
+            alone_reps: int = 3) -> dict[str, list[dict]]:
+    """Per replication (a batch of `reps`) for each horizon and number of regions, and for each
+    number of regions also one replication alone (the median of `alone_reps` runs): the least
     of `repeats` rounds, each timing every case once (the machine's speed drifts over
     minutes; rounds spread a slow spell over all cases, and other load only adds time)."""
-    cases = [("horizon", {"years": y}, model([f"run.horizon_years={y}"])) for y in horizons]
+    cases = [("horizon", {"years": y}, model([f"run.horizon_years={y}"]), reps)
+             for y in horizons]
     for n in regions:
         m = model(["run.horizon_years=20"], n_regions=n)
         # trading routes (product, buyer, origin) with a sourcing share: every region trades with
         # every producer through the world market (openness), so they grow like regions squared
-        cases.append(("regions", {"regions": n, "routes": int((m[1].base_sourcing > 0).sum())}, m))
+        info = {"regions": n, "routes": int((m[1].base_sourcing > 0).sum())}
+        cases += [("regions", info, m, reps), ("regions_alone", info, m, 1)]
     times: list[list[float]] = [[] for _ in cases]
     for _ in range(repeats):
-        for i, (_, _, m) in enumerate(cases):
-            times[i].append(time_batches(m, reps, reps, 1)[0])
-    out: dict[str, list[dict]] = {"horizon": [], "regions": []}
-    for (kind, info, _), ts in zip(cases, times, strict=True):
+        for i, (_, _, m, batch) in enumerate(cases):
+            times[i].append(time_batches(m, batch if batch > 1 else alone_reps, batch, 1)[0])
+    out: dict[str, list[dict]] = {"horizon": [], "regions": [], "regions_alone": []}
+    for (kind, info, _, _), ts in zip(cases, times, strict=True):
         out[kind].append({**info, "per_rep_s": min(ts), "rounds_s": ts})
     return out
 
@@ -357,15 +360,19 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
                                  (axes[1], "regions", "regions", "regions (20 years)"),
                                  (axes[2], "regions", "routes",
                                   "trading routes (product x buyer x origin), same runs")):
-        xs = [p[xkey] for p in sc[key]]
-        ys = [p["per_rep_s"] * 1000 for p in sc[key]]
-        ax.plot(xs, ys, "o-", label="critmin, measured")
-        ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color="grey",
-                label="linear from the first point")
+        curves = [(key, f"critmin, batch of {BATCH}", "C0")]
+        if key == "regions":
+            curves.append(("regions_alone", "critmin, one replication alone", "C1"))
+        for k, name, colour in curves:
+            xs = [p[xkey] for p in sc[k]]
+            ys = [p["per_rep_s"] * 1000 for p in sc[k]]
+            ax.plot(xs, ys, "o-", color=colour, label=name)
+            ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color=colour, alpha=0.5,
+                    label="linear from its first point")
         ax.set_xlabel(label)
-        ax.set_ylabel(f"ms per replication (batch of {BATCH})")
+        ax.set_ylabel("ms per replication")
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
+        ax.legend(frameon=False, fontsize=8)
     fig.suptitle("critmin: time per replication vs horizon, number of regions and of routes")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -426,7 +433,9 @@ def main() -> int:
     r["scaling_growth"] = {
         "horizon_x8_time_x": h[-1]["per_rep_s"] / h[0]["per_rep_s"],
         "regions_x8_time_x": g[-1]["per_rep_s"] / g[0]["per_rep_s"],
-        "regions_x8_routes_x": g[-1]["routes"] / g[0]["routes"]}
+        "regions_x8_routes_x": g[-1]["routes"] / g[0]["routes"],
+        "regions_x8_time_x_alone": sc["regions_alone"][-1]["per_rep_s"]
+        / sc["regions_alone"][0]["per_rep_s"]}
     plot_scaling(sc, HERE / "scaling.png")
     a.out.write_text(json.dumps(r, indent=2))
     print_table(r)
@@ -468,7 +477,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{a['peak_mib']:.1f} MiB (tracemalloc), {a['peak_rss_mib']:.0f} MiB resident")
     g = r["scaling_growth"]
     print(f"scaling 5 -> 40: horizon x8 -> time x{g['horizon_x8_time_x']:.1f}; "
-          f"regions x8 -> time x{g['regions_x8_time_x']:.1f} (trading routes "
+          f"regions x8 -> time x{g['regions_x8_time_x']:.1f} in batches of {BATCH}, "
+          f"x{g['regions_x8_time_x_alone']:.1f} one replication alone (trading routes "
           f"x{g['regions_x8_routes_x']:.0f})")
 
 
