@@ -367,3 +367,16 @@ def test_a_sweep_process_settles_the_garbage_collector_once(monkeypatch):
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_tables_show_a_paired_difference_at_rounding_level_as_zero_and_keep_real_ones():
+    from critmin.compare import _fmt_diff, _level
+
+    row = pd.Series({"median": 0.905, "p05": 0.886, "p95": 0.938})
+    level = _level(row)
+    assert level == 0.938
+    assert _fmt_diff(-6.12e-12, level) == "0"  # the sums' rounding, not an effect
+    assert _fmt_diff(-9.31e-07, level) == "-9.31e-07"  # small, but a million times the rounding
+    assert _fmt_diff(-0.0898, level) == "-0.0898"
+    assert _fmt_diff(float("nan"), level) == "n/a"
+    assert _fmt_diff(1e-12, 0.0) == "1e-12"  # a KPI at zero has no level to round against
