@@ -427,7 +427,7 @@ def main() -> int:
         "b_full_package_per_rep_default_batch_s", "c_batch200_per_rep_s")}
     r["sweep_overhead"] = [sweep_overhead(kind, ts) for kind in SWEEPS for ts in ("all", "compare")]
     r["aggregation_memory"] = aggregation_memory([50, 1000])
-    sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], BATCH)
+    sc = scaling([5, 10, 20, 40], [5, 9, 20, 40], BATCH, repeats=5)
     r["scaling"] = sc
     h, g = sc["horizon"], sc["regions"]
     r["scaling_growth"] = {
