@@ -399,12 +399,15 @@ def plot_scaling(sc: dict[str, list[dict]], path: Path) -> None:
         curves = [(key, f"critmin, batch of {BATCH}", "C0")]
         if key == "regions":
             curves.append(("regions_alone", "critmin, one replication alone", "C1"))
+        top = 0.0
         for k, name, colour in curves:
             xs = [p[xkey] for p in sc[k]]
             ys = [p["per_rep_s"] * 1000 for p in sc[k]]
+            top = max(top, *ys)
             ax.plot(xs, ys, "o-", color=colour, label=name)
             ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color=colour, alpha=0.5,
                     label="linear from its first point")
+        ax.set_ylim(0, 1.4 * top)  # (a linear line from a high first point may leave the plot)
         ax.set_xlabel(label)
         ax.set_ylabel("ms per replication")
         ax.grid(alpha=0.3)
