@@ -364,7 +364,8 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
 def scaling(horizons: list[int], regions: list[int], reps: int, repeats: int = 3,
             alone_reps: int = 3) -> dict[str, list[dict]]:
     """Per replication (a batch of `reps`) for each horizon and number of regions, and for each
-    number of regions also one replication alone (the median of `alone_reps` runs): the least
+    number of regions also one replication alone (the mean of replications 0 to `alone_reps` - 1,
+    each run alone): the least
     of `repeats` rounds, each timing every case once (the machine's speed drifts over
     minutes; rounds spread a slow spell over all cases, and other load only adds time)."""
     cases = [("horizon", {"years": y}, model([f"run.horizon_years={y}"]), reps)
