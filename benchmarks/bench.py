@@ -285,7 +285,8 @@ def sweep_overhead(kind: str, timeseries: str, repeats: int = 3) -> dict[str, An
     drifts over minutes, and its other load only ever adds time), and for the slope the
     runs with the least overhead. Shares are of a job's simulation.
     """
-    common = [f"run.replications={REPS}", f"run.horizon_years={YEARS}", "run.plots=false",
+    # (a sweep's jobs draw no plots by default: run.plots is null)
+    common = [f"run.replications={REPS}", f"run.horizon_years={YEARS}",
               f"run.timeseries={timeseries}"]
     (sa, sj), (la, lj) = SWEEPS[kind]
 
@@ -328,7 +329,7 @@ def aggregation_memory(job_counts: list[int]) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "one"
         done = subprocess.run(
-            [sys.executable, "-m", "critmin.cli", "sweep", "run.replications=20", "run.plots=false",
+            [sys.executable, "-m", "critmin.cli", "sweep", "run.replications=20",
              "--dir", str(src), "--no-progress"],
             capture_output=True, text=True, env={**os.environ, "CRITMIN_HOME": str(ROOT)})
         if done.returncode != 0:

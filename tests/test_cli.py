@@ -49,6 +49,8 @@ def test_run_writes_tables_manifest_and_plots(tmp_path):
     ("run.horizn_years=10", ["run.horizn_years", "not a config key", "horizon_years"]),
     ("run.horizon_years=abc", ["run.horizon_years", "'abc'", "float"]),
     ("run.replications=-1", ["run.replications=-1", ">= 1"]),
+    ("run.replications=abc", ["run.replications", "'abc'", "must be an integer"]),
+    ("run.plots=maybe", ["run.plots", "'maybe'", "must be a bool"]),
     ("world.facilities.USA_mine.capacity_tpy=-5", ["capacity_tpy=-5.0", ">= 0"]),
     ("world.recipes.separate_hard_rock.unrecovered=0.5", ["separate_hard_rock", "add up"]),
     ("world.facilities.USA_mine.region=MARS", ["region='MARS'", "CHN"]),

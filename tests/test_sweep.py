@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from critmin.sweep import axes_of, job_name
+from critmin.sweep import axes_of, config_digest, job_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["run.replications=3", "run.horizon_years=3", "run.plots=false"]
@@ -148,13 +148,19 @@ def test_compare_writes_every_plot_the_tables_and_a_self_contained_report(swept)
 
 def test_all_jobs_meet_the_same_random_draws(tmp_path):
     # an axis that changes nothing in the model: every KPI must match replication by replication
-    p = critmin("sweep", "run.plots=true,false", "run.replications=2", "run.horizon_years=2",
+    # (null is the default of run.plots: a sweep's jobs then draw no plots)
+    p = critmin("sweep", "run.plots=true,false,null", "run.replications=2", "run.horizon_years=2",
                 "--dir", "s", "--no-progress", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     s = pd.read_parquet(tmp_path / "s" / "summary.parquet")
     wide = s.pivot_table(index=["replication", "region", "product", "lever", "kpi"],
                          columns="run.plots", values="value", dropna=False)
     pd.testing.assert_series_equal(wide["True"], wide["False"], check_names=False)
+    pd.testing.assert_series_equal(wide["True"], wide["null"], check_names=False)
+    pngs = {name: len(list(folder.glob("*.png"))) for name, folder in jobs_of(tmp_path / "s").items()}
+    assert pngs == {"run.horizon_years=2,run.plots=True,run.replications=2": 3,
+                    "run.horizon_years=2,run.plots=False,run.replications=2": 0,
+                    "run.horizon_years=2,run.plots=null,run.replications=2": 0}, pngs
 
 
 def test_resume_reruns_only_jobs_without_their_completion_marker(tmp_path):
@@ -224,6 +230,28 @@ def test_a_completed_job_with_another_config_is_never_overwritten(tmp_path):
     assert p.returncode == 2
     assert "run.seed: 999 -> 12345" in p.stderr and "never overwrites" in p.stderr
     assert json.loads((folder / "manifest.json").read_text())["config"]["run"]["seed"] == 999
+
+
+def test_a_sweep_from_when_jobs_drew_plots_by_default_resumes_without_rerunning(tmp_path):
+    args = ["sweep", "package=none,stockpiles", "run.replications=1", "run.horizon_years=1",
+            "--dir", "s", "--no-progress"]
+    assert critmin(*args, cwd=tmp_path).returncode == 0
+    folders = jobs_of(tmp_path / "s")
+    old = folders["package=none,run.horizon_years=1,run.replications=1"]
+    m = json.loads((old / "manifest.json").read_text())
+    assert m["config"]["run"]["plots"] is None
+    m["config"]["run"]["plots"] = True  # the default until 2026-12, as that version recorded it
+    m["config_sha256"] = config_digest(m["config"])
+    (old / "manifest.json").write_text(json.dumps(m))
+    shutil.rmtree(folders["package=stockpiles,run.horizon_years=1,run.replications=1"])
+    p = critmin(*args, cwd=tmp_path)  # plots change no result: that job is complete
+    assert p.returncode == 0 and "1 complete (skipped), 1 to run" in p.stdout, p.stdout + p.stderr
+    assert json.loads((old / "manifest.json").read_text()) == m  # skipped, not run again
+    m["config"]["run"]["seed"] = 999  # any other difference still counts
+    m["config_sha256"] = config_digest(m["config"])
+    (old / "manifest.json").write_text(json.dumps(m))
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 2 and "run.seed: 999 -> 12345" in p.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -40,12 +40,14 @@ T = TypeVar("T")
 def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
             report: ProgressFile | None = None,
             config: dict[str, Any] | None = None,
-            choices: dict[str, str] | None = None) -> dict[str, Any]:
+            choices: dict[str, str] | None = None,
+            in_sweep: bool = False) -> dict[str, Any]:
     """Simulate `cfg` and write its tables, plots and manifest into `folder` (must be new).
 
     Progress goes to a bar on stderr, or to `report` (a sweep job's progress file).
     `config` is `job_config(cfg)` if the caller has it already; `choices` are Hydra's
     config-group choices (package, levers/..., scenario), recorded in the manifest.
+    Plots follow `run.plots`; if it is null (the default), only outside a sweep (`in_sweep`).
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
@@ -80,7 +82,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         bar.close()
     write_kpis(folder, kpi_table(kpi_rows))
     plots: list[str] = []
-    if spec.plots:
+    if spec.plots or (spec.plots is None and not in_sweep):
         from .plots import plot_run  # here: matplotlib takes 0.2 s to import, sweeps rarely plot
 
         final = sorted({world.products[k] for k in world.sector_product})
@@ -159,7 +161,7 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str],
     settle_gc()  # once per process (a launcher's worker runs many jobs)
     config = job_config(cfg)
     digest = config_digest(config)
-    status = job_status(folder, digest)
+    status = job_status(folder, digest, config)
     if status == "complete":
         log.info("critmin: job %s is complete, skipped", folder.name)
         return "skipped"
@@ -175,7 +177,8 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str],
         for png in folder.glob("*.png"):
             png.unlink()
         report = ProgressFile(folder, int(cfg.run.replications))
-        run_job(cfg, folder, overrides, report=report, config=config, choices=choices)
+        run_job(cfg, folder, overrides, report=report, config=config, choices=choices,
+                in_sweep=True)
         report(float(cfg.run.replications), force=True)
         return "complete"
     except Exception as e:  # noqa: BLE001 - recorded for the user, the other jobs go on

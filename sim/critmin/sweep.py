@@ -123,16 +123,36 @@ class Plan:
     launcher: str
 
 
-def job_status(folder: Path, digest: str | None = None) -> str:
-    """complete | stale (complete, other config) | failed | incomplete | new."""
+def result_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The first difference (`first_difference`) between a job's recorded config `old` and
+    its config now, `new`, that can change its results: "" if none.
+
+    run.plots true in `old` and null in `new` is none: until 2026-12 run.plots was true by
+    default, and sweeps' jobs drew plots; now it is null, and they draw none. Plots do not
+    change results, so such a job is complete, not stale."""
+    if (old.get("run") or {}).get("plots") is True and (new.get("run") or {}).get("plots") is None:
+        old = {**old, "run": {**old["run"], "plots": None}}
+    return first_difference(old, new)
+
+
+def job_status(folder: Path, digest: str | None = None,
+               config: dict[str, Any] | None = None) -> str:
+    """complete | stale (complete, other config) | failed | incomplete | new.
+
+    With `config` (the job's, whose digest is `digest`), a job recorded with a config that
+    differs in nothing that changes results (`result_difference`) is complete."""
     if (folder / MANIFEST).exists():
         if digest is None:
             return "complete"
         try:
-            done = json.loads((folder / MANIFEST).read_text()).get("config_sha256")
+            manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError):
             return "incomplete"
-        return "complete" if done == digest else "stale"
+        if manifest.get("config_sha256") == digest:
+            return "complete"
+        if config is not None and not result_difference(manifest.get("config") or {}, config):
+            return "complete"
+        return "stale"
     if (folder / FAILED).exists():
         return "failed"
     return "incomplete" if folder.exists() else "new"
@@ -326,11 +346,14 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
             config_of, reps, _ = compose_job(overrides + hydra_args)
             config = config_of()
             digest = config_digest(config)
-            if job_status(where / JOBS / name, digest) == "stale":
+            status = job_status(where / JOBS / name, digest, config)
+            if status == "complete":  # (its recorded digest, if `result_difference` let it differ)
+                digest = json.loads((where / JOBS / name / MANIFEST).read_text())["config_sha256"]
+            if status == "stale":
                 old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
                 raise SweepError(
                     f"{where / JOBS / name} was completed with a different config "
-                    f"({first_difference(old, config) or 'code or defaults changed'}); critmin "
+                    f"({result_difference(old, config) or 'code or defaults changed'}); critmin "
                     "never overwrites results: sweep into a new folder with --dir, or remove that "
                     "job folder")
         jobs.append(Job(name, tuple(overrides), reps, digest))

@@ -74,7 +74,7 @@ class RunSpec:
     seed: int
     batch_size: int
     progress: bool
-    plots: bool
+    plots: bool | None  # None: plots for `critmin run`, none in a sweep's jobs
     series: frozenset[str] = ALL_SERIES  # the series timeseries.parquet holds (run.timeseries)
 
 
@@ -137,8 +137,9 @@ def build_run(cfg: Any) -> RunSpec:
     _check(run.batch_size >= 1, "run.batch_size", run.batch_size, "must be >= 1")
     _check(run.seed >= 0, "run.seed", run.seed, "must be a non-negative integer")
     cal = Calendar.from_horizon(start, float(run.horizon_years), int(run.tick_days))
+    plots = None if run.plots is None else bool(run.plots)
     return RunSpec(cal, int(run.replications), int(run.seed), int(run.batch_size),
-                   bool(run.progress), bool(run.plots), select_series(run.get("timeseries", "all")))
+                   bool(run.progress), plots, select_series(run.get("timeseries", "all")))
 
 
 def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks

@@ -89,10 +89,12 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
             value = _value_for(key, overrides)
             expected = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
             msg = str(e).splitlines()[0]
-            kind = re.search(r"converted to (\w+)", msg)
-            want = kind.group(1).lower() if kind else str(expected or "another type")
+            kind = re.search(r"converted to (\w+)|is not a valid (\w+)", msg)
+            want = (kind.group(1) or kind.group(2)).lower() if kind \
+                else str(expected or "another type")
             shown = repr(value) if value is not None else "the value given"
-            return f"{key}={shown} has the wrong type: it must be a {want} ({msg})"
+            article = "an" if want[:1] in "aeiou" else "a"
+            return f"{key}={shown} has the wrong type: it must be {article} {want} ({msg})"
         if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
             key = str(e.full_key)
             if re.search(r"Key '[^']+' (is )?not in", str(e)):

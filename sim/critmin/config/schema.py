@@ -34,7 +34,10 @@ class RunConfig:
     # README, Performance); results do not depend on it (tests/test_determinism.py)
     batch_size: int = 20
     progress: bool = True  # progress bar on stderr
-    plots: bool = True  # write PNG plots next to the tables
+    # PNG plots next to the tables: true, false, or null (the default): yes for `critmin run`,
+    # no for each job of a sweep, where `critmin compare` draws the comparison and a job's
+    # plots took longer than its simulation (1.3 s against ~0.7-1.4 s for 20 replications)
+    plots: bool | None = None
     # which series timeseries.parquet holds: "all", "compare" (only what `critmin compare`
     # reads: a fifth of the rows, for large sweeps), "none" (KPIs only) or a list of
     # variable names (docs/results.md)
