@@ -12,6 +12,7 @@ import numpy as np
 
 from .engine import BatchResult
 from .levers import Levers
+from .rules import ratio_or
 from .world import World
 
 RECOVERY_THRESHOLD = 0.01  # a month counts as "in shortfall" above 1 % unmet demand
@@ -25,12 +26,6 @@ class KpiRows:
     kpi: list[str]
     value: np.ndarray
     lever: list[str]  # "" for KPIs of the market, a lever instance's name for its own KPIs
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, otherwise: float = np.nan) -> np.ndarray:
-    """num / den where den > 0, else `otherwise` (one pass, no temporaries of the full size)."""
-    out = np.full(np.broadcast_shapes(np.shape(num), np.shape(den)), otherwise)
-    return np.divide(num, den, out=out, where=den > 0)
 
 
 def time_to_recover_days(share: np.ndarray, month_days: np.ndarray,
@@ -97,21 +92,21 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers 
     unmet = res.unmet.sum(1)
     use_m = res.input_use + res.consumption  # [R, MT, N, K]
     use = use_m.sum(1)
-    add("shortfall_share", _ratio(unmet, demand), world.regions)
+    add("shortfall_share", ratio_or(unmet, demand, np.nan), world.regions)
     add("unmet_demand_t", np.where(demand > 0, unmet, np.nan), world.regions)
-    monthly_share = _ratio(res.unmet, res.demand, 0.0)  # [R, MT, N, K]; no demand: no shortfall
+    monthly_share = ratio_or(res.unmet, res.demand, 0.0)  # [R, MT, N, K]; no demand: no shortfall
     peak = np.where(demand > 0, monthly_share.max(axis=1), np.nan)
     add("peak_shortfall_share", peak, world.regions)
     month_len_days = res.ticks_in_month * tick_days  # [MT]
     daily_use = use_m / month_len_days[None, :, None, None]
-    cover = _ratio(res.inventory, daily_use, np.inf)  # months without use do not count
+    cover = ratio_or(res.inventory, daily_use, np.inf)  # months without use do not count
     min_cover = np.where(use > 0, cover.min(axis=1), np.nan)
     add("min_days_of_cover", min_cover, world.regions)
     peak_price = res.price.max(axis=1) / world.price0_usd_per_kg[None]
     add("price_peak_multiple", peak_price, world.markets)
-    add("china_share_of_supply", _ratio(res.provenance_use.sum(1), use), world.regions)
+    add("china_share_of_supply", ratio_or(res.provenance_use.sum(1), use, np.nan), world.regions)
     production = res.production.sum(1)
-    reliance = np.where(use > 0, np.maximum(0.0, _ratio(use - production, use)), np.nan)
+    reliance = np.where(use > 0, np.maximum(0.0, ratio_or(use - production, use, np.nan)), np.nan)
     add("import_reliance", reliance, world.regions)
     month_start_days = np.concatenate([[0], np.cumsum(month_len_days)[:-1]])
     ttr = recovery_days(monthly_share, month_start_days)
