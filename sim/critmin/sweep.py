@@ -347,10 +347,12 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
             config = config_of()
             digest = config_digest(config)
             status = job_status(where / JOBS / name, digest, config)
-            if status == "complete":  # (its recorded digest, if `result_difference` let it differ)
-                digest = json.loads((where / JOBS / name / MANIFEST).read_text())["config_sha256"]
+            if status in ("complete", "stale"):  # (job_status read the manifest: it is valid)
+                recorded = json.loads((where / JOBS / name / MANIFEST).read_text())
+                # a complete job keeps its recorded digest, if `result_difference` let it differ
+                digest = recorded["config_sha256"] if status == "complete" else digest
             if status == "stale":
-                old = json.loads((where / JOBS / name / MANIFEST).read_text()).get("config", {})
+                old = recorded.get("config", {})
                 raise SweepError(
                     f"{where / JOBS / name} was completed with a different config "
                     f"({result_difference(old, config) or 'code or defaults changed'}); critmin "
