@@ -57,6 +57,7 @@ def test_run_writes_tables_manifest_and_plots(tmp_path):
     ("scenario=no_such_thing", ["scenario='no_such_thing'", "status_quo"]),
     ("+world.trade.flows_tpy.magnet={CHN->ATLANTIS: 5}", ["CHN->ATLANTIS", "ATLANTIS"]),
     ("run.start_date=2025-13-45", ["run.start_date", "ISO date"]),
+    ("run.tick_days=30", ["run.tick_days=30", "from 1 to 28", "calendar month"]),
     ("world.facilities.USA_mine.capacity_tpy=???",
      ["world.facilities.USA_mine.capacity_tpy", "Missing mandatory value"]),
     ("+world.facilities.USA_new={region: USA, recipe: mine_hard_rock}",

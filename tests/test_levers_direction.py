@@ -28,7 +28,7 @@ def run(*overrides: str):
     GlobalHydra.instance().clear()
     spec, world, levers = build_model(cfg)
     (res,) = list(simulate(world, spec, None, levers))
-    kpis = compute_kpis(world, res, spec.calendar.tick_days, levers)
+    kpis = compute_kpis(world, res, levers)
     return world, res, kpis
 
 

@@ -49,7 +49,7 @@ def test_a_chinese_stop_raises_ex_china_prices_and_cuts_chinas_share(mineral):
     usa = world.regions.index("USA")
 
     def china_share(res):
-        k = compute_kpis(world, res, 7)
+        k = compute_kpis(world, res)
         sel = ((np.asarray(k.kpi) == "china_share_of_supply") & (np.asarray(k.region) == "USA")
                & (np.asarray(k.product) == world.products[final]))
         return np.median(k.value[sel])

@@ -60,6 +60,13 @@ def test_licence_delays_on_licensed_elements_equal_the_full_array_form():
     assert np.array_equal(part, full.reshape(-1)[elems])
 
 
+def add_to_month(mi: int):
+    """Simulation.add_by_month for a tick wholly in month `mi`."""
+    def add(rec: np.ndarray, values: np.ndarray, cols: np.ndarray) -> None:
+        rec[:, mi, cols] += values
+    return add
+
+
 def test_duties_and_discounts_charged_on_covered_routes_equal_the_full_array_form():
     rng = np.random.default_rng(3)
     R, N, K, MT = 3, 6, 4, 5
@@ -78,7 +85,7 @@ def test_duties_and_discounts_charged_on_covered_routes_equal_the_full_array_for
         offer = terms.offer_price(rng.uniform(1, 60, (R, N, K)))
         for _ in range(3):  # a tick ships several loads at one offer
             qty = rng.random((R, N, N, K)) * (rng.random((R, N, N, K)) > 0.3)
-            terms.charge(qty, offer, tariff, discount, mi)
+            terms.charge(qty, offer, tariff, discount, add_to_month(mi))
             want_t[:, mi] += qty * terms.duty_per_kg(offer) * 1000
             want_d[:, mi] += qty * (offer / np.maximum(
                 1.0 - terms.discount[None], 1e-12)) * terms.discount[None] * 1000

@@ -75,7 +75,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     try:
         for res, w, lv in clock.timed(batches):
             writer.write(w, res, lv)
-            kpi_rows.append(compute_kpis(w, res, spec.calendar.tick_days, lv))
+            kpi_rows.append(compute_kpis(w, res, lv))
             n_events += res.n_events
         writer.close()
     finally:

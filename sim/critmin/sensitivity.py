@@ -157,7 +157,7 @@ class KpiEvaluator:
         out = np.empty(len(built))
         for j, (world, levers) in enumerate(built):
             part = res if len(built) == 1 else _replications(res, slice(j * R, (j + 1) * R))
-            out[j] = self._kpi(compute_kpis(world, part, cal.tick_days, levers))
+            out[j] = self._kpi(compute_kpis(world, part, levers))
         return out
 
     def _kpi(self, k: Any) -> float:
@@ -179,7 +179,7 @@ def _replications(res: Any, part: slice) -> Any:
     """The replications `part` of a BatchResult (every per-replication array sliced)."""
     import dataclasses
 
-    whole = {"months", "ticks_in_month", "n_events"}  # not per replication
+    whole = {"months", "ticks_in_month", "days_in_month", "n_events"}  # not per replication
     cut: dict[str, Any] = {}
     for f in dataclasses.fields(res):
         v = getattr(res, f.name)

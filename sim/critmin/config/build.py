@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..core.calendar import Calendar
+from ..core.calendar import MAX_TICK_DAYS, Calendar
 from ..core.world import MarketRule, SupplyResponse, TradeRule, World
 from ..series import ALL_SET as ALL_SERIES
 from ..series import select_series
@@ -132,7 +132,9 @@ def build_run(cfg: Any) -> RunSpec:
     run = _get(cfg, "run")
     start = parse_date(run.start_date, "run.start_date")
     _positive(run.horizon_years, "run.horizon_years", "years")
-    _check(run.tick_days >= 1, "run.tick_days", run.tick_days, "must be a whole number of days >= 1")
+    _check(1 <= run.tick_days <= MAX_TICK_DAYS, "run.tick_days", run.tick_days,
+           f"must be a whole number of days from 1 to {MAX_TICK_DAYS} (results are by calendar "
+           "month, and a tick may not outlast February)")
     _check(run.replications >= 1, "run.replications", run.replications, "must be >= 1")
     _check(run.batch_size >= 1, "run.batch_size", run.batch_size, "must be >= 1")
     _check(run.seed >= 0, "run.seed", run.seed, "must be a non-negative integer")

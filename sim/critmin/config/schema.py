@@ -25,7 +25,7 @@ class RunConfig:
 
     start_date: str = "2025-01-01"  # ISO date; day 0 of the simulation
     horizon_years: float = 20.0
-    tick_days: int = 7  # market clearing interval
+    tick_days: int = 7  # days between market clearings, 1 to 28 (results are by calendar month)
     replications: int = 20
     seed: int = 12345  # root seed; every random stream derives from it
     # replications simulated together as one array batch: 20, so a default run (20

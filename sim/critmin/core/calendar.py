@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Results are by calendar month: a tick may span two months, never three (February has 28 days)
+MAX_TICK_DAYS = 28
+
 
 @dataclass(frozen=True)
 class Calendar:
@@ -37,8 +40,17 @@ class Calendar:
     def day_of_date(self, date: dt.date) -> int:
         return (date - self.start_date).days
 
-    def month_index(self) -> tuple[np.ndarray, list[dt.date]]:
-        """For each tick, the index of the calendar month its first day falls in; and the months."""
+    def month_split(self) -> MonthSplit:
+        """How the ticks' days fall in calendar months (ticks of at most MAX_TICK_DAYS days).
+
+        A tick's flows are recorded by day, as if they were even within the tick: its days in
+        the month it starts in go to that month, the rest to the next month. The months are
+        those the ticks start in; the days of the last tick after the last month are not
+        recorded (fewer than tick_days: the ticks overrun the horizon's calendar end), so a
+        20-year horizon from 1 January records 240 whole months.
+        """
+        if not 1 <= self.tick_days <= MAX_TICK_DAYS:
+            raise ValueError(f"tick_days={self.tick_days} must be 1 to {MAX_TICK_DAYS}")
         months: list[dt.date] = []
         index = np.empty(self.n_ticks, dtype=np.int64)
         for t in range(self.n_ticks):
@@ -47,4 +59,25 @@ class Calendar:
             if not months or months[-1] != m:
                 months.append(m)
             index[t] = len(months) - 1
-        return index, months
+        share = np.ones(self.n_ticks)
+        days = np.zeros(len(months))
+        for t in range(self.n_ticks):
+            m, start = index[t], t * self.tick_days
+            d = months[m]
+            next_month = dt.date(d.year + d.month // 12, d.month % 12 + 1, 1)
+            in_month = min(self.tick_days, self.day_of_date(next_month) - start)
+            share[t] = in_month / self.tick_days
+            days[m] += in_month
+            if m + 1 < len(months):
+                days[m + 1] += self.tick_days - in_month
+        return MonthSplit(index, share, days, months)
+
+
+@dataclass(frozen=True)
+class MonthSplit:
+    """Ticks by calendar month (Calendar.month_split)."""
+
+    month_of_tick: np.ndarray  # (T,) index of the month the tick's first day is in
+    share_in_month: np.ndarray  # (T,) share of the tick's days in that month; the rest is in the next
+    days_in_month: np.ndarray  # (months,) days of each month recorded (the first may be partial)
+    months: list[dt.date]  # each month's first day

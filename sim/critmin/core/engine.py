@@ -107,7 +107,8 @@ class BatchResult:
 
     replications: np.ndarray  # (R,) replication numbers
     months: list  # datetime.date of each month's first day
-    ticks_in_month: np.ndarray  # (MT,)
+    ticks_in_month: np.ndarray  # (MT,) ticks that start in the month (prices are their mean)
+    days_in_month: np.ndarray  # (MT,) days of the month recorded (Calendar.month_split)
     production: np.ndarray  # [R, MT, N, K] t
     input_use: np.ndarray  # [R, MT, N, K] t used by plants
     consumption: np.ndarray  # [R, MT, N, K] t used by end users
@@ -454,15 +455,25 @@ class Simulation:
 
     def _init_recorder(self) -> None:
         R, N, K, S, M, F = self.R, self.N, self.K, self.S, self.M, self.F
-        self.month_of_tick, self.months = self.cal.month_index()
+        split = self.cal.month_split()
+        self.month_of_tick, self.months = split.month_of_tick, split.months
         MT = len(self.months)
+        self.days_in_month = split.days_in_month
         self.ticks_in_month = np.bincount(self.month_of_tick, minlength=MT)
         self.month_ends = np.append(self.month_of_tick[1:] != self.month_of_tick[:-1], True)
+        # a tick's flows go to the months its days fall in: share_in_month[t] of them to its
+        # month, the rest to the next (or, after the last month, beyond the record)
+        self.tick_share = split.share_in_month
+        self.tick_rest_recorded = (split.share_in_month < 1.0) & (self.month_of_tick + 1 < MT)
+        self.share_now = 1.0  # of the tick being cleared (1.0 between ticks)
         z = lambda *shape: np.zeros((R, MT, *shape))  # noqa: E731
         # (the flows and the sectors' demand and unmet demand are views of one block each)
         self.rec_flows = np.zeros((len(FLOWS), R, MT, N, K))
         self.rec_sectors = np.zeros((2, R, MT, S))
         self.rec = dict(zip(FLOWS, self.rec_flows, strict=True))
+        # the same blocks with a leading axis of flow x replication, for add_by_month
+        self.rec_flows_by_month = self.rec_flows.reshape(-1, MT, N, K)
+        self.rec_sectors_by_month = self.rec_sectors.reshape(-1, MT, S)
         self.rec["inventory"] = z(N, K)
         if self.record_shipments:
             self.rec["shipments"] = z(N, N, K)
@@ -485,11 +496,28 @@ class Simulation:
         self.month_now = 0
 
     def record_lever(self, variable: str, instance: int, values: np.ndarray) -> None:
-        """Add [R, K or 1] values of one lever instance to the current month's series."""
+        """Add [R, K or 1] values of one lever instance to the current month's series (a flow
+        during a tick that spans two months is split between them by days)."""
+        rec = self.lever_rec[variable]
         if LEVER_SERIES[variable][3] == "last":
-            self.lever_rec[variable][:, self.month_now, instance] = values
+            rec[:, self.month_now, instance] = values
         else:
-            self.lever_rec[variable][:, self.month_now, instance] += values
+            self.add_by_month(rec[:, :, instance], values)
+
+    def add_by_month(self, rec: np.ndarray, values: np.ndarray, cols: np.ndarray | None = None
+                     ) -> None:
+        """Add a flow of the current tick to a monthly record [R, month, ...] (its columns `cols`
+        of the last axis, if given): to this month, or split by days between this month and
+        the next when the tick spans both."""
+        mi, share = self.month_now, self.share_now
+        at = (slice(None), mi) if cols is None else (slice(None), mi, cols)
+        if share == 1.0:
+            rec[at] += values
+            return
+        first = values * share
+        rec[at] += first
+        if mi + 1 < rec.shape[1]:
+            rec[(slice(None), mi + 1, *at[2:])] += values - first
 
     # ---------------------------------------------------------------- processes
     def clear_markets(self):
@@ -497,9 +525,10 @@ class Simulation:
         n = self.cal.n_ticks
         every = max(1, n // 100)
         for t in range(n):
-            self.month_now = self.month_of_tick[t]
+            self.month_now, self.share_now = self.month_of_tick[t], self.tick_share[t]
             self._tick(t)
             self.month_now = self.month_of_tick[min(t + 1, n - 1)]  # for events between ticks
+            self.share_now = 1.0
             if self.progress is not None and ((t + 1) % every == 0 or t + 1 == n):
                 self.progress((t + 1) / n)
             yield self.env.timeout(self.cal.tick_days)
@@ -664,7 +693,7 @@ class Simulation:
         self.pipes[:, :s] += due[:, Lp - s:]
         if self.terms is not None and offer is not None:
             self.terms.charge(load[0], offer, self.rec["tariff_revenue"], self.rec["discount_cost"],
-                              self.month_of_tick[t])
+                              self.add_by_month)
 
     def _update_reliability(self, orders: np.ndarray, delivered: np.ndarray) -> None:
         """Buyers' memory of the share of their orders each route delivered.
@@ -855,26 +884,40 @@ class Simulation:
         self.produced += np.add.reduce(output.reshape(R, N, K), axis=1)
         self.used += np.add.reduce(used.reshape(R, N, K), axis=1)
 
-        # 7. record: flows add up over the month (one call for the region-product ones),
-        # levels are taken at the month's last tick
+        # 7. record: flows add up over the month by days (one call for the region-product
+        # ones; a tick that spans two months is split), prices are the mean of the month's
+        # ticks, levels are taken at the month's last tick
         mi = self.month_of_tick[t]
         flows = np.concatenate((output, plant_use, end_use, end_demand, end_demand - end_use,
                                 use_prov))
-        self.rec_flows[:, :, mi] += flows.reshape(len(FLOWS), R, N, K)
-        self.rec_sectors[:, :, mi] += np.concatenate((demand, demand - served)).reshape(2, R, -1)
+        self.add_by_month(self.rec_flows_by_month, flows.reshape(-1, N, K))
+        self.add_by_month(self.rec_sectors_by_month,
+                          np.concatenate((demand, demand - served)).reshape(2 * R, -1))
         self.rec["price"][:, mi] += self.prices.reshape(R, self.M, K)
+        carry = None  # shipments of this tick that fall in the next month
         if self.record_shipments:
-            self.shipments_month += recorded
+            if self.share_now == 1.0:
+                self.shipments_month += recorded
+            else:
+                first = recorded * self.share_now
+                self.shipments_month += first
+                if self.tick_rest_recorded[t]:
+                    carry = recorded - first
         if self.month_ends[t]:
-            self._record_month_end(mi, stock_total)
+            self._record_month_end(mi, stock_total, carry)
 
-    def _record_month_end(self, mi: int, stock_total: np.ndarray) -> None:
+    def _record_month_end(self, mi: int, stock_total: np.ndarray,
+                          carry: np.ndarray | None) -> None:
         """Levels at the month's last tick, and the month's shipments (added up apart, as
-        the monthly record of route arrays is large and far apart in memory)."""
+        the monthly record of route arrays is large and far apart in memory; `carry` starts
+        the next month's)."""
         rec = self.rec
         if self.record_shipments:
             rec["shipments"][:, mi] = self.shipments_month
-            self.shipments_month[...] = 0.0
+            if carry is None:
+                self.shipments_month[...] = 0.0
+            else:
+                self.shipments_month[...] = carry
         rec["inventory"][:, mi] = stock_total
         rec["sector_substitution"][:, mi] = self.substitution
         rec["capacity"][:, mi] = self.capacity * self.cal.ticks_per_year
@@ -900,5 +943,6 @@ class Simulation:
         n_events = int(self.env._eid.__next__())  # type: ignore[attr-defined]
         return BatchResult(
             replications=self.reps, months=self.months, ticks_in_month=self.ticks_in_month,
+            days_in_month=self.days_in_month,
             n_events=n_events, lever_series=self.lever_rec or None, **rec,
         )

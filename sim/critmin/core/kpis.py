@@ -63,8 +63,7 @@ def recovery_days(share: np.ndarray, month_days: np.ndarray,
     return np.where(above.any(axis=1), days, 0.0)
 
 
-def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers | None = None
-                 ) -> KpiRows:
+def compute_kpis(world: World, res: BatchResult, levers: Levers | None = None) -> KpiRows:
     reps, regions, products, kpis, values, lever_names = [], [], [], [], [], []
 
     def add(name: str, arr: np.ndarray, labels_n: tuple[str, ...]) -> None:
@@ -97,7 +96,7 @@ def compute_kpis(world: World, res: BatchResult, tick_days: int, levers: Levers 
     monthly_share = ratio_or(res.unmet, res.demand, 0.0)  # [R, MT, N, K]; no demand: no shortfall
     peak = np.where(demand > 0, monthly_share.max(axis=1), np.nan)
     add("peak_shortfall_share", peak, world.regions)
-    month_len_days = res.ticks_in_month * tick_days  # [MT]
+    month_len_days = res.days_in_month  # [MT]
     daily_use = use_m / month_len_days[None, :, None, None]
     cover = ratio_or(res.inventory, daily_use, np.inf)  # months without use do not count
     min_cover = np.where(use > 0, cover.min(axis=1), np.nan)

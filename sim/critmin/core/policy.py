@@ -21,6 +21,8 @@ from .levers import NEVER, ExportControl, Levers
 from .streams import stream
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
     from .engine import Simulation
 
 EARLY = 1e-6  # days: lever events run just before a market tick due at the same time
@@ -454,9 +456,10 @@ class TradeTerms:
         return self._duty(offer, self.rate[None], self.min_price[None])
 
     def charge(self, qty: np.ndarray, offer: np.ndarray, tariff_revenue: np.ndarray,
-               discount_cost: np.ndarray, mi: int) -> None:
+               discount_cost: np.ndarray, add: Callable[..., None]) -> None:
         """Add the duties and discounts on shipments `qty` [R, dest, origin, K] t sold at
-        `offer` to month `mi` of the records [R, month, dest, origin, K] US$.
+        `offer` to the records [R, month, dest, origin, K] US$, with `add(record, values,
+        columns)` (Simulation.add_by_month: this tick's month or months).
 
         Only routes with a duty or a discount in force are computed; each of their elements
         gets the arithmetic of duty_per_kg (_duty), so the sums are unchanged."""
@@ -467,12 +470,12 @@ class TradeTerms:
             # a tick ships up to three loads at one offer (an unchanged array): duty it once
             if self._duty_of is None or self._duty_of[0] is not offer:
                 self._duty_of = (offer, self._duty(o[:, e], self.rate_now, self.min_price_now))
-            tariff_revenue.reshape(R, tariff_revenue.shape[1], -1)[:, mi, e] += \
-                q[:, e] * self._duty_of[1] * 1000
+            add(tariff_revenue.reshape(R, tariff_revenue.shape[1], -1),
+                q[:, e] * self._duty_of[1] * 1000, e)
         e = self.disc_routes_now
         if e.size:
-            discount_cost.reshape(R, discount_cost.shape[1], -1)[:, mi, e] += \
-                q[:, e] * (o[:, e] / self.discount_div_now) * self.discount_now * 1000
+            add(discount_cost.reshape(R, discount_cost.shape[1], -1),
+                q[:, e] * (o[:, e] / self.discount_div_now) * self.discount_now * 1000, e)
 
 
 # ------------------------------------------------------------------------- stockpiles
