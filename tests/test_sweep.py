@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from critmin.core import RESULTS_VERSION
 from critmin.sweep import axes_of, config_digest, job_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +253,25 @@ def test_a_sweep_from_when_jobs_drew_plots_by_default_resumes_without_rerunning(
     (old / "manifest.json").write_text(json.dumps(m))
     p = critmin(*args, cwd=tmp_path)
     assert p.returncode == 2 and "run.seed: 999 -> 12345" in p.stderr
+
+
+def test_a_sweep_does_not_resume_jobs_that_an_earlier_results_version_computed(tmp_path):
+    """The same config gives other numbers after a model change: mixing both in one sweep
+    would compare policies across versions."""
+    args = ["sweep", "package=none,stockpiles", "run.replications=1", "run.horizon_years=1",
+            "--dir", "s", "--no-progress"]
+    assert critmin(*args, cwd=tmp_path).returncode == 0
+    old = jobs_of(tmp_path / "s")["package=none,run.horizon_years=1,run.replications=1"]
+    m = json.loads((old / "manifest.json").read_text())
+    assert m["results_version"] == RESULTS_VERSION
+    del m["results_version"]  # as version 1 wrote it
+    (old / "manifest.json").write_text(json.dumps(m))
+    before = {f: f.read_bytes() for f in old.iterdir()}
+    p = critmin(*args, cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    for words in ("results version 1", f"version {RESULTS_VERSION}", "--dir"):
+        assert words in p.stderr, p.stderr
+    assert {f: f.read_bytes() for f in old.iterdir()} == before  # nothing overwritten
 
 
 @pytest.mark.parametrize("args, words", [

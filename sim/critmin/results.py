@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from .core import RESULTS_VERSION
 from .core.engine import LEVER_SERIES, BatchResult
 from .core.invariants import InvariantError
 from .core.kpis import KpiRows
@@ -448,6 +449,7 @@ def write_manifest(folder: Path, config: dict[str, Any], extra: dict[str, Any]) 
     manifest = {
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": dict(code_version()),
+        "results_version": RESULTS_VERSION,
         "package_versions": dict(package_versions()),
         **extra,
         "config": config,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .core import RESULTS_VERSION
 from .results import MANIFEST, write_atomic
 
 JOBS = "jobs"
@@ -148,6 +149,8 @@ def job_status(folder: Path, digest: str | None = None,
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError):
             return "incomplete"
+        if manifest.get("results_version", 1) != RESULTS_VERSION:
+            return "stale"  # the same config now gives other numbers
         if manifest.get("config_sha256") == digest:
             return "complete"
         if config is not None and not result_difference(manifest.get("config") or {}, config):
@@ -352,12 +355,15 @@ def plan_sweep(args: list[str], folder: str | None, compose_job: Any) -> Plan:
                 # a complete job keeps its recorded digest, if `result_difference` let it differ
                 digest = recorded["config_sha256"] if status == "complete" else digest
             if status == "stale":
-                old = recorded.get("config", {})
+                version = recorded.get("results_version", 1)
+                diff = result_difference(recorded.get("config", {}), config)
+                why = (f"by results version {version} of the model, and this critmin gives "
+                       f"version {RESULTS_VERSION} (docs/results.md says what changed)"
+                       if version != RESULTS_VERSION else
+                       f"with a different config ({diff or 'code or defaults changed'})")
                 raise SweepError(
-                    f"{where / JOBS / name} was completed with a different config "
-                    f"({result_difference(old, config) or 'code or defaults changed'}); critmin "
-                    "never overwrites results: sweep into a new folder with --dir, or remove that "
-                    "job folder")
+                    f"{where / JOBS / name} was completed {why}; critmin never overwrites "
+                    "results: sweep into a new folder with --dir, or remove that job folder")
         jobs.append(Job(name, tuple(overrides), reps, digest))
     return Plan(where, jobs, axes, fixed, override_value(sweep_args[0]) if sweep_args else "",
                 launcher.rsplit(".", 1)[-1])
