@@ -192,7 +192,9 @@ def run_sweep_job(cfg: Any, folder: Path, overrides: list[str],
         return "failed"
 
 
-def _print_summary(folder: Path, summary: dict[str, Any]) -> None:
+def _print_summary(folder: Path, summary: dict[str, Any], price_cap: float) -> None:
+    """The run's headline numbers; a peak price at `price_cap` (world.market_rule.
+    price_max_multiple) says so, as the cap, not the market, set it."""
     import pandas as pd
 
     k = pd.read_csv(folder / "kpis.csv")
@@ -202,8 +204,13 @@ def _print_summary(folder: Path, summary: dict[str, Any]) -> None:
           f"{summary['runtime_seconds']:.1f} s)")
     print("  median shortfall share by region: "
           + ", ".join(f"{r} {v:.1%}" for r, v in shortfall.items()))
+    ex_china = {p: v for (m, p), v in prices.items() if m == "ex_china"}
     print("  median peak price multiple (ex-China): " + ", ".join(
-        f"{p} {v:.2f}x" for (m, p), v in prices.items() if m == "ex_china"))
+        f"{p} {v:.2f}x" + (" (the cap)" if v >= price_cap * (1 - 1e-9) else "")
+        for p, v in ex_china.items()))
+    if any(v >= price_cap * (1 - 1e-9) for v in ex_china.values()):
+        print(f"  (the cap: world.market_rule.price_max_multiple={price_cap:g}; the model's "
+              "prices stop there, and what is still scarce shows as shortfall)")
 
 
 register_all()
@@ -217,4 +224,4 @@ def hydra_run(cfg: DictConfig) -> None:
         run_sweep_job(cfg, folder, list(hc.overrides.task), hydra_choices())
         return
     summary = run_job(cfg, folder, list(hc.overrides.task), choices=hydra_choices())
-    _print_summary(folder, summary)
+    _print_summary(folder, summary, float(cfg.world.market_rule.price_max_multiple))

@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -24,14 +25,22 @@ def _band(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
+def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(3, n)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False,
                              sharex=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return fig, axes.flat
+    for ax in axes[-2, n - (rows - 1) * cols:] if rows > 1 else []:
+        ax.xaxis.set_tick_params(labelbottom=True)  # nothing below it shows its dates
+    # dates that read at any horizon ("2026", "Apr", ... for a few years; years for decades);
+    # with matplotlib's default locator the labels of a 3-year run overlap, and placing
+    # them took most of a run's plotting time (the axes share it: sharex)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    axes.flat[0].xaxis.set_major_locator(locator)
+    axes.flat[0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return fig, list(axes.flat)
 
 
 def plot_prices(ts: pd.DataFrame, path: Path, title: str) -> None:
