@@ -24,6 +24,7 @@ def test_run_writes_tables_manifest_and_plots(tmp_path):
                 cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (folder,) = list((tmp_path / "results" / "runs").iterdir())
+    assert folder.name.endswith("_status_quo")  # run.* settings do not name the folder
     for name in ("timeseries.parquet", "kpis.csv", "manifest.json", "prices.png",
                  "unmet_demand.png", "supply_by_origin_magnet.png"):
         assert (folder / name).stat().st_size > 0, name
@@ -111,3 +112,12 @@ def test_the_run_summary_marks_a_peak_price_at_the_cap(tmp_path, capsys):
     assert "price_max_multiple=50" in out
     _print_summary(tmp_path, {"replications": 2, "runtime_seconds": 1.0}, price_cap=80.0)
     assert "cap" not in capsys.readouterr().out
+
+
+def test_a_run_folder_is_named_by_its_scenario_and_what_else_the_command_changed():
+    from critmin.config.paths import _run_name
+
+    assert _run_name("status_quo", ["run.replications=3"]) == "status_quo"
+    assert (_run_name("project_vault", ["scenario=project_vault", "world=gallium",
+                                        "levers/export_control=ban_12m"])
+            == "project_vault_levers.export_control=ban_12m,world=gallium")

@@ -84,15 +84,27 @@ def test_the_command_writes_indices_samples_and_a_plot(tmp_path):
     assert n_params >= 8 and len(samples) == 2 * (n_params + 1)
     assert {"mu_star", "mu_star_conf", "sigma"} <= set(ix.columns)
     assert (tmp_path / "sa" / "indices.png").exists() and (tmp_path / "sa" / "indices.svg").exists()
+    assert "warning" not in p.stderr  # the peak NdPr price moves with the parameters
     # the same command into the same folder is refused
     p = run_cli("run.horizon_years=1", "--n", "2", "--out", "sa", cwd=tmp_path)
     assert p.returncode == 2 and "never overwrites" in p.stderr
 
 
+def test_a_kpi_that_no_parameter_moves_gets_a_warning_not_a_silent_zero(tmp_path):
+    # no shock in a one-year status quo: the US never runs short of magnets
+    p = run_cli("run.horizon_years=1", "--n", "2", "--out", "sa", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (pd.read_csv(tmp_path / "sa" / "indices.csv").mu_star == 0).all()
+    assert "warning: shortfall_share (USA, magnet) is 0 at every point" in p.stderr, p.stderr
+    assert "levers/export_control=ban_12m" in p.stderr
+
+
 @pytest.mark.parametrize("args, words", [
     (["--kpi", "nope"], ["--kpi='nope'", "allowed KPIs", "shortfall_share"]),
     (["--method", "sobol", "--n", "100"], ["--n=100", "power of 2"]),
-    (["uncertainty=none"], ["0 uncertain parameter", "uncertainty=baseline"]),
+    (["--method", "sobol", "--n", "8"], ["--n=8", "from 16"]),
+    (["uncertainty=none"], ["0 uncertain parameter", "uncertainty=baseline",
+                            "configs/uncertainty/"]),
 ])
 def test_bad_sensitivity_input_fails_in_one_line(tmp_path, args, words):
     p = run_cli("run.horizon_years=1", "--n", "2", *args, cwd=tmp_path)

@@ -160,7 +160,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
         epilog="""examples:
   critmin sweep sweep=quickstart                      # 4 policy packages x 2 Chinese behaviours
   critmin sweep package=none,full levers/export_control=licensing_2025,ban_12m run.replications=20
-  critmin sweep scenario=status_quo,project_vault --dir results/sweeps/vault   # re-run to resume
+  critmin sweep levers/stockpile=none,project_vault levers/export_control=ban_12m --dir results/sweeps/vault
   critmin sweep sweep=quickstart hydra/launcher=ray_cluster    # on a Ray cluster (README)
   critmin sweep sweep=quickstart hydra/launcher=slurm          # on Slurm via submitit (README)
   critmin sweep run.seed=1,2,3 run.timeseries=compare   # each job keeps only what compare draws
@@ -383,9 +383,10 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
     p.add_argument("--no-progress", action="store_true")
     o = p.parse_intermixed_args(args)
     n = o.n or (10 if o.method == "morris" else 64)
-    if n < 2 or (o.method == "sobol" and n & (n - 1)):
-        raise UserError(f"--n={n} is not allowed: " + ("a power of 2 for Sobol (e.g. 64, 256)"
-                        if o.method == "sobol" else "must be >= 2"))
+    # Sobol estimates from fewer than 16 base samples are noise (S1 > ST, indices > 1)
+    if n < 2 or (o.method == "sobol" and (n & (n - 1) or n < 16)):
+        raise UserError(f"--n={n} is not allowed: " + ("a power of 2 from 16 for Sobol (e.g. 64, "
+                        "256)" if o.method == "sobol" else "must be >= 2"))
     if o.replications < 1:
         raise UserError(f"--replications={o.replications} is not allowed: must be >= 1")
     overrides = list(o.overrides)
@@ -396,8 +397,8 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
     params = parse_uncertain(cfg)
     if len(params) < 2:
         raise UserError(f"{len(params)} uncertain parameter(s) declared: a sensitivity analysis "
-                        "needs 2 or more (uncertainty=baseline, or uncertain.NAME.key=... ; "
-                        "docs/uncertainty.md)")
+                        "needs 2 or more (uncertainty=baseline, or a file of your own in "
+                        "configs/uncertainty/; docs/uncertainty.md)")
     spec, _, _ = build_model(cfg)
     if o.product is None:
         from omegaconf import OmegaConf
@@ -431,6 +432,12 @@ Without an uncertainty=... override, uncertainty=baseline is used (configs/uncer
     top = ix.table.sort_values(key, ascending=False).head(5)
     print(f"critmin: wrote {out} ({len(ix.samples)} points); largest {key}: "
           + ", ".join(f"{r.parameter} {getattr(r, key):.3g}" for r in top.itertuples()))
+    y = ix.samples["output"]
+    if y.max() - y.min() <= 1e-12 * max(1.0, abs(y.max())):
+        print(f"critmin: warning: {o.kpi} ({o.region}, {o.product}) is {y.iloc[0]:.4g} at every "
+              "point, so every index is 0: in this scenario the uncertain parameters do not move "
+              "it. Add a shock (e.g. levers/export_control=ban_12m) or choose another --kpi, "
+              "--region or --product", file=sys.stderr)
     return 0
 
 

@@ -50,6 +50,16 @@ def _job_name(overrides: object) -> str:
     return job_name([str(o) for o in overrides])  # type: ignore[attr-defined]
 
 
+def _run_name(scenario: str, overrides: object) -> str:
+    """A run folder's name: the scenario, and what the command line changed beyond it
+    (config groups and values; not run.* settings), as a sweep job's folder is named."""
+    from ..sweep import job_name, override_key
+
+    changed = [str(o) for o in overrides  # type: ignore[attr-defined]
+               if override_key(str(o)) != "scenario" and not override_key(str(o)).startswith("run.")]
+    return scenario if not changed else f"{scenario}_{job_name(changed)}"
+
+
 _REGISTERED: set[Path] = set()
 
 
@@ -63,6 +73,9 @@ def register_all() -> None:
     # `hydra.sweep.subdir` names each sweep job's folder by its overrides (configs/config.yaml)
     if not OmegaConf.has_resolver("critmin_job_name"):
         OmegaConf.register_new_resolver("critmin_job_name", _job_name)
+    # `hydra.run.dir` names a run's folder by its scenario and other overrides
+    if not OmegaConf.has_resolver("critmin_run_name"):
+        OmegaConf.register_new_resolver("critmin_run_name", _run_name)
     cs = ConfigStore.instance()
     for path in sorted(scenario_dir().glob("*.yaml")):
         node = OmegaConf.load(path)
