@@ -78,6 +78,8 @@ def test_the_command_writes_the_table_and_the_overlay(tmp_path):
     for f in ("metrics.csv", "backtest.md", "overlay.png", "overlay.svg", "manifest.json"):
         assert (tmp_path / "bt" / f).exists(), f
     assert "basket_peak_multiple" in p.stdout
+    md = (tmp_path / "bt" / "backtest.md").read_text()
+    assert "| peak_year | 2011." in md and "e+03" not in md, md  # as a year, with a decimal
 
 
 def test_a_backtest_of_another_world_is_refused_with_the_cases(tmp_path):

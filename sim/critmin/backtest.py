@@ -55,6 +55,12 @@ def load_case(path: Path) -> Case:
                 dict(c.get("calibration", {})))
 
 
+def _g(v: float) -> str:
+    """3 significant digits, but years (fractional: 2011.6 is August 2011) with one decimal,
+    not as 2.01e+03."""
+    return f"{v:.1f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
 def _month_year(months: list) -> np.ndarray:
     return np.array([m.year + (m.month - 1) / 12 for m in months])
 
@@ -236,7 +242,7 @@ def write_outputs(out: Path, m: pd.DataFrame, table: pd.DataFrame, meta: dict[st
         band = "" if r.band_low is None or pd.isna(r.band_low) else f"{r.band_low:g} - {r.band_high:g}"
         ok = "" if r.median_in_band is None or pd.isna(r.median_in_band) else (
             "yes" if r.median_in_band else "NO")
-        lines.append(f"| {r.metric} | {r.model_median:.3g} [{r.model_p05:.3g}, {r.model_p95:.3g}] | "
+        lines.append(f"| {r.metric} | {_g(r.model_median)} [{_g(r.model_p05)}, {_g(r.model_p95)}] | "
                      f"{r.history} | {band} | {ok} |")
     write_atomic(out / "backtest.md", "\n".join(lines) + "\n")
     write_atomic(out / "manifest.json", json.dumps(

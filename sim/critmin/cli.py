@@ -304,7 +304,7 @@ def _compare(args: list[str], debug: bool) -> int:
     p = argparse.ArgumentParser(
         prog="critmin compare", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Comparison plots (PNG + SVG/PDF), a summary table (Markdown, CSV) and a "
-                    "self-contained report.html of one or more sweeps, with 5-95 %% bands over "
+                    "self-contained report.html of one or more sweeps, with 5-95 % bands over "
                     "replications. The first swept axis is compared (one colour per value); the "
                     "others make the panels.",
         epilog="""examples:

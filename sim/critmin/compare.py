@@ -238,7 +238,10 @@ def _style(study: Study, value: str) -> str:
 def _legend(fig: plt.Figure, study: Study) -> None:
     handles = [plt.Line2D([], [], color=c, lw=2.0, ls=_style(study, v), label=v)
                for v, c in study.colors.items() if v in set(study.jobs[study.compared])]
-    fig.legend(handles=handles, title=study.compared, loc="outside right upper", frameon=False)
+    # below the panels: at the right, a single panel was squeezed and the legend ran into
+    # the title
+    fig.legend(handles=handles, title=study.compared, loc="outside lower center",
+               ncols=min(len(handles), 4), frameon=False)
 
 
 def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[str]:
@@ -267,15 +270,20 @@ def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title
             c = study.colors[value]
             ax.fill_between(line.date, line.lo, line.hi, color=c, alpha=0.15, lw=0)
             ax.plot(line.date, line["median"], color=c, lw=1.8, ls=_style(study, value))
-        if target:
+        if target:  # the year's line only where the horizon reaches it (it widened the axis)
             ax.axhline(opts.target_share, color="black", ls="--", lw=1)
-            ax.axvline(pd.Timestamp(f"{opts.target_year}-12-31"), color="black", ls=":", lw=1)
-            ax.annotate(f"target {opts.target_share:.0%} by {opts.target_year}",
-                        (pd.Timestamp(f"{opts.target_year}-12-31"), opts.target_share),
-                        xytext=(4, 4), textcoords="offset points", fontsize=8)
+            when = pd.Timestamp(f"{opts.target_year}-12-31")
+            inside = bands.date.min() <= when <= bands.date.max()
+            if inside:
+                ax.axvline(when, color="black", ls=":", lw=1)
+            ax.annotate(f"target {opts.target_share:.0%}" + (f" by {opts.target_year}" if inside
+                                                             else ""),
+                        (when if inside else bands.date.min(), opts.target_share),
+                        xytext=(-4 if inside else 4, 4), textcoords="offset points",
+                        ha="right" if inside else "left", fontsize=8)
         ax.set_title(study.facet_title(facet) or "all jobs", fontsize=10)
         ax.set_ylabel(ylabel)
-        locator = mdates.AutoDateLocator(maxticks=8)
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.grid(alpha=0.3)
