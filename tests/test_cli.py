@@ -63,9 +63,14 @@ def test_run_writes_tables_manifest_and_plots(tmp_path):
      ["world.facilities.USA_mine.capacity_tpy", "Missing mandatory value"]),
     ("+world.facilities.USA_new={region: USA, recipe: mine_hard_rock}",
      ["world.facilities.USA_new", "new entry", "configs/world/"]),
+    ("world.facilities.NOPE=5", ["world.facilities.NOPE='5'", "not a config key", "USA_mine"]),
+    (("world=gallium", "world.facilities.NOPE=5"), ["world.facilities has:", "CHN_refining"]),
+    ("world.facilities.USA_mine.capcity_tpy=5", ["capcity_tpy", "capacity_tpy"]),
+    (("run.replications=3", "run.replications=x"), ["run.replications='x'", "integer"]),
+    (("--jobs", "2"), ["no option --jobs", "critmin sweep", "key=value"]),
 ])
 def test_bad_input_fails_in_one_line_without_traceback(tmp_path, override, words):
-    p = critmin("run", override, cwd=tmp_path)
+    p = critmin("run", *(override if isinstance(override, tuple) else (override,)), cwd=tmp_path)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr

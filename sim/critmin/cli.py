@@ -140,6 +140,15 @@ def check_config(overrides: list[str]) -> None:
 
 
 def _run(args: list[str], debug: bool) -> int:
+    unknown = [a for a in args if a.startswith("-") and a.split("=", 1)[0] not in HYDRA_FLAGS]
+    if unknown:
+        flag = unknown[0].split("=", 1)[0]
+        elsewhere = {"--jobs": "critmin sweep", "--dir": "critmin sweep", "--dry-run": "critmin sweep",
+                     "--out": "critmin compare, sensitivity or backtest"}
+        raise UserError(f"critmin run has no option {flag}"
+                        + (f" ({flag} is an option of {elsewhere[flag]})" if flag in elsewhere else "")
+                        + ": settings are key=value overrides, e.g. run.replications=50 "
+                        "(critmin run --help lists them)")
     if not (set(args) & HYDRA_FLAGS):
         check_config(_overrides(args))
     from . import app

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .schema import CritminConfig
+from .schema import CritminConfig, WorldConfig
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -25,33 +25,67 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _allowed_keys(full_key: str) -> str:
-    """The keys the schema allows next to `full_key` (best effort)."""
-    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+def _world_keys(parent: str, overrides: list[str]) -> list[str]:
+    """The keys under `parent` (world.<mapping>) in the world file the command chose: names
+    of facilities, regions, recipes... which the schema leaves open."""
+    from .paths import config_dir
+
+    choice = [o.partition("=")[2] for o in overrides if o.partition("=")[0] == "world"]
+    defaults = OmegaConf.load(config_dir() / "config.yaml").defaults
+    default = next((d["world"] for d in defaults if OmegaConf.is_dict(d) and "world" in d), "")
+    node: Any = OmegaConf.load(config_dir() / "world" / f"{(choice or [default])[-1]}.yaml")
+    for part in parent.split(".")[1:]:
+        node = node[part]
+    return [str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+
+
+def _schema_keys(parent: str) -> list[str]:
+    """The keys the schema has under `parent` ([] if it leaves them open, or on failure)."""
     try:
-        node: Any = OmegaConf.structured(CritminConfig)
-        for part in filter(None, parent.split(".")):
+        # the world is a config group (missing in the root schema): start at its own schema
+        world = parent.split(".")[0] == "world"
+        node: Any = OmegaConf.structured(WorldConfig if world else CritminConfig)
+        for part in list(filter(None, parent.split(".")))[world:]:
             element = getattr(node._metadata, "element_type", None) if OmegaConf.is_dict(node) else None
             if part in node:
                 node = node[part]
             elif isinstance(element, type) and hasattr(element, "__dataclass_fields__"):
                 node = OmegaConf.structured(element)  # a named instance of a typed mapping
             else:
-                return ""
+                return []
         if OmegaConf.is_dict(node):
-            keys = [k for k in node.keys() if not str(k).startswith("_")]
-            return f"; allowed keys under {parent or 'the top level'}: {', '.join(map(str, keys))}"
+            return [str(k) for k in node.keys() if not str(k).startswith("_")]
     except Exception:
-        return ""
+        return []
+    return []
+
+
+def _allowed_keys(full_key: str, overrides: list[str] | None = None) -> str:
+    """The keys allowed next to `full_key`: the schema's, or for a mapping of named entries
+    of the world (facilities, regions...) the names in the chosen world's file (best effort)."""
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    keys = _schema_keys(parent)
+    if keys:
+        return f"; allowed keys under {parent or 'the top level'}: {', '.join(keys)}"
+    if parent.startswith("world.") and overrides is not None:
+        try:
+            names = _world_keys(parent, overrides)
+        except Exception:  # best effort
+            names = []
+        if names:
+            return f"; {parent} has: {', '.join(names)}"
     return ""
 
 
-def _value_for(key: str, overrides: list[str]) -> str | None:
-    for o in overrides:
-        k, _, v = o.lstrip("+~").partition("=")
-        if k == key:
-            return v
-    return None
+def _value_for(key: str, overrides: list[str], message: str = "") -> str | None:
+    """The value given for `key`: the one the error `message` quotes, if it is one of them,
+    else the last (a key given twice takes its last value)."""
+    given = [o.lstrip("+~").partition("=")[2] for o in overrides
+             if o.lstrip("+~").partition("=")[0] == key]
+    quoted = re.search(r"Value '(.*?)' of type", message)
+    if quoted and quoted.group(1) in given:
+        return quoted.group(1)
+    return given[-1] if given else None
 
 
 def describe(exc: BaseException, overrides: list[str]) -> str:
@@ -68,7 +102,7 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
             key = str(e.full_key)
             value = _value_for(key, overrides)
             shown = f"={value!r}" if value is not None else ""
-            return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key)}"
+            return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key, overrides)}"
         if isinstance(e, ValidationError) and "is not a subclass of" in str(e):
             name = str(getattr(e, "full_key", "") or "")
             key = next((o.lstrip("+~").partition("=")[0] for o in overrides
@@ -86,9 +120,9 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
                     "tune its fields with overrides")
         if isinstance(e, ValidationError) and getattr(e, "full_key", None):
             key = str(e.full_key)
-            value = _value_for(key, overrides)
-            expected = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
             msg = str(e).splitlines()[0]
+            value = _value_for(key, overrides, msg)
+            expected = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
             kind = re.search(r"converted to (\w+)|is not a valid (\w+)", msg)
             want = (kind.group(1) or kind.group(2)).lower() if kind \
                 else str(expected or "another type")
@@ -100,7 +134,7 @@ def describe(exc: BaseException, overrides: list[str]) -> str:
             if re.search(r"Key '[^']+' (is )?not in", str(e)):
                 value = _value_for(key, overrides)
                 shown = f"={value!r}" if value is not None else ""
-                return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key)}"
+                return f"{key}{shown} is not a config key (a typo?){_allowed_keys(key, overrides)}"
             return f"{key}: {str(e).splitlines()[0]}"
     if "LexerNoViableAltException" in text or "mismatched input" in text or "token recognition" in text:
         bad = next((o for o in overrides if o in text), text.splitlines()[-1].strip())
