@@ -137,6 +137,9 @@ def test_compare_writes_every_plot_the_tables_and_a_self_contained_report(swept)
     assert "sweep.json" in html and "<table" in html and "src=\"http" not in html
     ce = pd.read_csv(out / "cost_effectiveness.csv")
     assert set(ce.package) == {"stockpiles"} and len(ce) == 2
+    # a cost per kg only where demand is averted in 95 % of the draws
+    assert (ce.usd_per_kg_averted_median.isna() | (ce.unmet_averted_t_p05 > 0)).all()
+    assert "unmet demand averted, t: median" in html and "unmet_averted_t_p05" not in html
     # a PDF instead of SVG, another region, and a bad option
     p = critmin("compare", str(sweep), "--format", "pdf", "--region", "EU", "--out", "cmp_eu",
                 cwd=cwd)

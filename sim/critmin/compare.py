@@ -409,6 +409,16 @@ def _level(r: pd.Series) -> float:
         if not np.isnan([r["median"], r.p05, r.p95]).all() else 0.0
 
 
+# report.html's headers for cost_effectiveness.csv's columns (the CSV keeps the names)
+CE_HEADERS = {
+    "extra_fiscal_cost_usd_median": "extra fiscal cost, US$: median",
+    "extra_fiscal_cost_usd_p05": "5 %", "extra_fiscal_cost_usd_p95": "95 %",
+    "unmet_averted_t_median": "unmet demand averted, t: median",
+    "unmet_averted_t_p05": "5 % ", "unmet_averted_t_p95": "95 % ",
+    "usd_per_kg_averted_median": "US$ per kg averted (n/a unless averted in 95 % of draws)",
+}
+
+
 def cost_effectiveness(study: Study, opts: Options) -> pd.DataFrame:
     """Per job: incremental fiscal cost and unmet demand averted vs its baseline (paired)."""
     cost = paired(study, kpi_values(study, "fiscal_cost_usd", "all", "all"))
@@ -426,8 +436,10 @@ def cost_effectiveness(study: Study, opts: Options) -> pd.DataFrame:
                      "extra_fiscal_cost_usd_median": c_med, "extra_fiscal_cost_usd_p05": c_lo,
                      "extra_fiscal_cost_usd_p95": c_hi, "unmet_averted_t_median": a_med,
                      "unmet_averted_t_p05": a_lo, "unmet_averted_t_p95": a_hi,
+                     # only where demand is averted in 95 % of the paired replications: a
+                     # ratio to an amount that may be 0 or negative is no price of anything
                      "usd_per_kg_averted_median": (c_med / (a_med * 1000.0)
-                                                   if a_med and a_med > 0 else np.nan)})
+                                                   if a_lo > 0 else np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -534,6 +546,7 @@ def write_report(study: Study, opts: Options, out: Path, figures: list[tuple[str
     for c in ce_shown.columns:
         if c.endswith(("_median", "_p05", "_p95")):
             ce_shown[c] = ce_shown[c].map(_fmt)
+    ce_shown = ce_shown.rename(columns=CE_HEADERS)
     figs = "".join(f"<figure>{_img(out / f'{stem}.png')}<figcaption>{html.escape(cap)}"
                    f"</figcaption></figure>" for stem, cap in figures)
     doc = f"""<!doctype html>
