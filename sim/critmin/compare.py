@@ -217,12 +217,13 @@ def _bands(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- plots
 
-def _facet_grid(study: Study, height: float = 3.6) -> tuple[plt.Figure, list[plt.Axes]]:
+def _facet_grid(study: Study, height: float = 3.6, sharey: bool = True
+                ) -> tuple[plt.Figure, list[plt.Axes]]:
     n = len(study.facets())
     cols = min(n, 2)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, height * rows + 0.9), squeeze=False,
-                             sharex=True, sharey=True)
+                             sharex=True, sharey=sharey)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -255,9 +256,13 @@ def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[str
 
 
 def plot_fans(study: Study, series: pd.DataFrame, which: str, ylabel: str, title: str,
-              out: Path, stem: str, opts: Options, target: bool = False) -> list[str]:
+              out: Path, stem: str, opts: Options, target: bool = False,
+              sharey: bool = True) -> list[str]:
+    """Median and band of a monthly series per job, one panel per facet; `sharey` False gives
+    each panel its own scale (prices and shortfalls differ by orders of magnitude between a
+    ban and licensing, and a shared axis flattened the milder panel)."""
     bands = series[series.series == which].merge(study.jobs, on=["sweep", "job"])
-    fig, axes = _facet_grid(study)
+    fig, axes = _facet_grid(study, sharey=sharey)
     fig.set_layout_engine("constrained")
     for ax, facet in zip(axes, study.facets(), strict=True):
         sel = bands
@@ -642,10 +647,10 @@ def compare(dirs: list[Path], out: Path | None = None, opts: Options | None = No
     series = job_series(study, opts)
     figures = []
     plot_fans(study, series, "price", f"{opts.product} price, US$/kg",
-              f"{opts.product} price, {opts.market} market", tmp, "fan_price", opts)
+              f"{opts.product} price, {opts.market} market", tmp, "fan_price", opts, sharey=False)
     figures.append(("fan_price", f"{opts.product} price in the {opts.market} market"))
     plot_fans(study, series, "unmet_demand", "unmet demand, t/month",
-              f"Unmet {opts.product} demand, {opts.region}", tmp, "fan_unmet", opts)
+              f"Unmet {opts.product} demand, {opts.region}", tmp, "fan_unmet", opts, sharey=False)
     figures.append(("fan_unmet", f"Unmet {opts.product} demand in {opts.region}"))
     plot_heatmap(study, opts, tmp)
     figures.append((f"heatmap_{opts.kpi}", f"{opts.kpi} over the swept axes"))
