@@ -126,3 +126,10 @@ def test_a_run_folder_is_named_by_its_scenario_and_what_else_the_command_changed
     assert (_run_name("project_vault", ["scenario=project_vault", "world=gallium",
                                         "levers/export_control=ban_12m"])
             == "project_vault_levers.export_control=ban_12m,world=gallium")
+
+
+def test_version_names_the_results_version():
+    from critmin.core import RESULTS_VERSION
+
+    p = critmin("--version", cwd=ROOT)
+    assert p.returncode == 0 and f"(results version {RESULTS_VERSION})" in p.stdout, p.stdout

@@ -38,6 +38,7 @@ commands:
 
 options for every command:
   --debug  show a Python traceback on errors
+  (critmin --version: the version and the results version of its numbers)
 
 Examples:
   critmin run
@@ -612,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if args[0] == "--version":
+        from . import __version__
+        from .core import RESULTS_VERSION
+
+        print(f"critmin {__version__} (results version {RESULTS_VERSION})")
         return 0
     cmd, rest = args[0], args[1:]
     # shell completion installed via `critmin run -sc install=bash` calls `critmin -sc query=...`
