@@ -103,17 +103,21 @@ def test_hydra_flags_work_through_critmin(tmp_path):
     assert p.returncode == 0 and "complete" in p.stdout
 
 
-def test_the_run_summary_marks_a_peak_price_at_the_cap(tmp_path, capsys):
+def test_the_run_summary_gives_shortfall_by_product_and_marks_a_price_at_the_cap(tmp_path, capsys):
     from critmin.app import _print_summary
 
     rows = [(r, "ex_china", p, "price_peak_multiple", v) for r in (0, 1)
             for p, v in (("magnet", 50.0), ("ndpr_oxide", 1.5))]
-    rows += [(0, "USA", "magnet", "shortfall_share", 0.4)]
+    rows += [(0, "USA", "magnet", "shortfall_share", 0.4), (0, "EU", "magnet", "shortfall_share", 0.1),
+             (0, "EU", "ndpr_oxide", "shortfall_share", 0.3)]
     pd.DataFrame(rows, columns=["replication", "region", "product", "kpi", "value"]).to_csv(
         tmp_path / "kpis.csv", index=False)
     _print_summary(tmp_path, {"replications": 2, "runtime_seconds": 1.0}, price_cap=50.0)
     out = capsys.readouterr().out
     assert "magnet 50.00x (the cap), ndpr_oxide 1.50x\n" in out, out
+    # shortfall by product, never a median pooled over products
+    assert "shortfall share of magnet by region: USA 40.0%, EU 10.0%\n" in out, out
+    assert "shortfall share of ndpr_oxide by region: EU 30.0%\n" in out, out
     assert "price_max_multiple=50" in out
     _print_summary(tmp_path, {"replications": 2, "runtime_seconds": 1.0}, price_cap=80.0)
     assert "cap" not in capsys.readouterr().out

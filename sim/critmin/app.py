@@ -198,12 +198,16 @@ def _print_summary(folder: Path, summary: dict[str, Any], price_cap: float) -> N
     import pandas as pd
 
     k = pd.read_csv(folder / "kpis.csv")
-    shortfall = k[(k.kpi == "shortfall_share")].groupby("region").value.median()
+    # by product: a median over the rows of several products (low- and high-purity gallium)
+    # matched none of them
+    shortfall = k[(k.kpi == "shortfall_share")].groupby(["product", "region"], sort=False
+                                                          ).value.median()
     prices = k[k.kpi == "price_peak_multiple"].groupby(["region", "product"]).value.median()
     print(f"critmin: wrote {folder}  ({summary['replications']} replications, "
           f"{summary['runtime_seconds']:.1f} s)")
-    print("  median shortfall share by region: "
-          + ", ".join(f"{r} {v:.1%}" for r, v in shortfall.items()))
+    for product in dict.fromkeys(shortfall.index.get_level_values(0)):
+        print(f"  median shortfall share of {product} by region: "
+              + ", ".join(f"{r} {v:.1%}" for r, v in shortfall[product].items()))
     ex_china = {p: v for (m, p), v in prices.items() if m == "ex_china"}
     print("  median peak price multiple (ex-China): " + ", ".join(
         f"{p} {v:.2f}x" + (" (the cap)" if v >= price_cap * (1 - 1e-9) else "")
