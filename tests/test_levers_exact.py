@@ -50,14 +50,28 @@ def test_a_licence_delay_of_30_days_delays_arrival_by_30_days():
     assert arrivals[44] == pytest.approx(sent_day0, rel=1e-9)
 
 
+def test_a_licensed_shipment_is_recorded_when_its_licence_is_granted():
+    licensing = {"export_controls": {"lic": {
+        "exporter": "A", "form": "licensing", "destinations": ["B"], "start_date": DAY0,
+        "licence_delay_days": 30.0, "licence_delay_cv": 0.0, "approval_rate": 1.0}}}
+    _, _, res = simulate_levers(only_a_supplies_b(), licensing, ticks=59, tick_days=1)
+    # of January's dispatches to B only day 0's is licensed by 31 January (day 30): it is the
+    # month's whole record; without the control January records 31 days of them
+    sent_day0 = 65.0 / 365.25
+    assert res.shipments[0, 0, B, A].sum() == pytest.approx(sent_day0, rel=1e-9)
+    _, _, res0 = simulate_levers(only_a_supplies_b(), {}, ticks=59, tick_days=1)
+    assert res0.shipments[0, 0, B, A].sum() == pytest.approx(31 * sent_day0, rel=1e-9)
+
+
 def test_a_refused_licence_sends_the_material_back_to_the_exporter():
     refuse = {"export_controls": {"lic": {
         "exporter": "A", "form": "licensing", "destinations": ["B"], "start_date": DAY0,
         "licence_delay_days": 10.0, "licence_delay_cv": 0.0, "approval_rate": 0.0}}}
     _, sim, res = simulate_levers(only_a_supplies_b(), refuse, ticks=120, tick_days=1)
-    # nothing A sends after day 0 ever reaches B: B lives off its stock and the 14 days at sea
-    arrivals_after_sea = res.shipments[0, :, B, A].sum()  # dispatched into the licence queue
-    assert arrivals_after_sea > 0
+    # nothing A sends after day 0 ever reaches B: B lives off its stock and the 14 days at sea;
+    # what waited for a licence and was refused never left A, so no shipment is recorded
+    assert res.shipments[0, :, B, A].sum() == 0.0
+    assert res.shipments[0, :, A, A].sum() > 0  # (A's own use still ships)
     assert sim.in_stock[0, B].sum() == pytest.approx(0.0, abs=1e-9)
     assert res.unmet[0, :, B].sum() > 0
     assert res.unmet[0, :, A].sum() == pytest.approx(0.0, abs=1e-12)

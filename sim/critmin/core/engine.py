@@ -729,6 +729,7 @@ class Simulation:
         arriving[...] = 0.0
         decided = controls.decide_licences(t) if controls is not None and controls.has_licensing \
             else None
+        granted = None  # shipments licensed this tick: they leave the exporter now
         if decided is not None:  # (None: nothing was due, so shipping it would add zeros)
             granted, granted_prov, refused, refused_prov = decided
             self._ship(t, pair(granted, granted_prov), offer)
@@ -842,18 +843,23 @@ class Simulation:
             piles.receive(fill, prov_share_out, origin_price)
         in_transit_add = rules.sum_over_origins(shipped).reshape(R, N, K)
         np.multiply(shipped, prov_share_out[:, None, :, :], out=ship_prov)
+        # the record counts what leaves an exporter: shipments waiting for a licence count
+        # when it is granted (never, if refused), as duties are charged then (_ship)
         recorded = shipped
         if controls is not None:
             controls.count_quota(shipped)
             free, free_prov = controls.queue_for_licences(t, shipped, ship_prov)
             if free is not shipped:  # some wait for a licence
                 load = pair(free, free_prov)
+                recorded = free
             if leaked is not None and leaked.any():
                 self._ship(t, pair(leaked, leaked * prov_share_out[:, None, :, :]), offer,
                            controls.leak_extra_ticks)
                 in_transit_add = in_transit_add + leaked.sum(axis=2)
                 if self.record_shipments:
                     recorded = recorded + leaked
+            if granted is not None and self.record_shipments:
+                recorded = recorded + granted
         self._ship(t, load, offer)
         self.in_transit += in_transit_add
 
