@@ -124,38 +124,49 @@ class TradeConfig:
     flows_tpy: dict[str, dict[str, Any]] = field(default_factory=dict)  # product -> "O->D" -> t/yr
     openness: float = 0.05  # weight of the world market in each buyer's sourcing
     armington_elasticity: float = 4.0  # how strongly buyers switch on landed cost
+    # dimensionless; ASSUMPTION: a route delivering half its orders keeps 1/4 of its pull
     reliability_exponent: float = 2.0  # how strongly buyers shun suppliers who fail to deliver
+    # days; ASSUMPTION: offtake contracts of a few months to a year (half-life ~4 months)
     switch_days: float = 180.0  # time constant of sourcing changes (contract stickiness)
-    review_days: float = 28.0  # how often buyers review contracts
+    review_days: float = 28.0  # days; ASSUMPTION: buyers look at their sourcing monthly
 
 
 @dataclass
 class MarketRuleConfig:
     """The price and ordering rule (docs/model.md, 'Markets and prices')."""
 
-    price_adjust_days: float = 21.0
-    expectation_days: float = 365.0  # long-term contract prices adapt over about a year
+    # Every number of this rule is an ASSUMPTION of the 2024 worlds (Sterman 2000, ch. 17 and
+    # 20, give the structure, not these values); the 2010-11 back-test fits three of them
+    # (configs/world/rare_earths_2009.yaml, docs/calibration.md): cover_sensitivity 0.92,
+    # price_adjust_days 15.1, long_run_anchor_days 248.5.
+    price_adjust_days: float = 21.0  # days for spot prices to close most of the gap to the indicated price
+    expectation_days: float = 365.0  # days: long-term contract prices adapt over about a year
     # Expected prices relax toward the long-run price (the starting price, real terms) with
     # this time constant: entry and exit of marginal producers that the model does not
     # represent plant by plant. 0 switches the anchor off.
-    long_run_anchor_days: float = 1095.0
-    cover_sensitivity: float = 1.0
-    cover_ratio_floor: float = 0.05
-    cover_ratio_cap: float = 5.0
-    price_min_multiple: float = 0.2
+    long_run_anchor_days: float = 1095.0  # days (3 years: new mines and plants take 3-10)
+    cover_sensitivity: float = 1.0  # dimensionless: d ln(price) / d ln(stock cover)
+    cover_ratio_floor: float = 0.05  # stock / target: below it an empty market moves no further
+    cover_ratio_cap: float = 5.0  # stock / target: above it a glut moves no further
+    price_min_multiple: float = 0.2  # x starting price: floor of any price (producers' cash cost)
+    # x starting price: cap of any price, the choke price above which the model has no buyers'
+    # data (2010-11: Dy oxide rose ~10x, Tb ~8x; a cap that binds says so in critmin run)
     price_max_multiple: float = 50.0
-    use_smoothing_days: float = 28.0
-    stock_adjust_days: float = 56.0
+    use_smoothing_days: float = 28.0  # days over which buyers average their use
+    stock_adjust_days: float = 56.0  # days to close a stock gap (two monthly order cycles)
+    # days to close a supply-line gap: twice the stock's, so buyers do not overreact to goods
+    # on the way (the structure of Sterman 2000 ch. 17; the values are ASSUMPTIONS)
     supply_line_adjust_days: float = 112.0
-    seller_cover_days: float = 14.0
+    seller_cover_days: float = 14.0  # days of output sellers hold before it ships
 
 
 @dataclass
 class SupplyResponseConfig:
     utilisation_price_elasticity: float = 0.3
-    utilisation_min: float = 0.3
+    utilisation_min: float = 0.3  # share of capacity; ASSUMPTION: plants idle below it rather than run
     utilisation_max: float = 1.0
-    unsold_stock_brake: float = 4.0  # plants slow from half this, stop at this many x target stock
+    # x target stock; ASSUMPTION: plants slow from half this, stop at this many x target stock
+    unsold_stock_brake: float = 4.0
     capacity_growth_per_year: float = 0.0
     # Start plants at the rate of balanced growth: with demand growing at g, a stage must
     # make more than is used downstream to fill stocks and pipelines that grow with it
@@ -163,8 +174,8 @@ class SupplyResponseConfig:
     balanced_growth_start: bool = True
     invest_price_multiple: float = 1.5
     invest_share: float = 0.1
-    invest_review_days: float = 91.0
-    lead_time_cv: float = 0.3
+    invest_review_days: float = 91.0  # days; ASSUMPTION: owners review expansions quarterly
+    lead_time_cv: float = 0.3  # coefficient of variation of expansion lead times; ASSUMPTION
 
 
 @dataclass
@@ -323,9 +334,11 @@ class CapacityAdditionConfig:
     capacity_tpy: float = MISSING  # t of activity per year
     announce_date: str = MISSING
     lead_years: float = MISSING  # mean time from announcement to output
-    lead_cv: float = 0.3  # coefficient of variation (lognormal) of the lead time
+    lead_cv: float = 0.3  # coefficient of variation (lognormal) of the lead time; ASSUMPTION
     failure_probability: float = 0.0  # chance the project never comes online
-    utilisation: float = 0.85  # share of the new capacity used at starting prices
+    # share of the new capacity used at starting prices; ASSUMPTION: as the worlds' base
+    # utilisation of mines and separators (85 %, docs/calibration.md)
+    utilisation: float = 0.85
     offtake: dict[str, float] = field(default_factory=dict)  # buyer region -> share of output
     programme: str = ""  # who funds it (DoD equity, DFC, US-Japan fund, ...)
     funding_usd: float = 0.0  # public money committed on the announce date
@@ -374,6 +387,8 @@ class UncertainConfig:
     weights: list[Any] = field(default_factory=list)
     source: str = ""  # where the range comes from, or ASSUMPTION: why
     skip_if_absent: bool = False  # e.g. a lever's field: drawn only when that lever is chosen
+    # drawn only in these worlds (world.name), where its range and source hold; [] = every world
+    worlds: list[str] = field(default_factory=list)
 
 
 @dataclass
