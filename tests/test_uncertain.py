@@ -54,6 +54,13 @@ def test_lever_fields_are_drawn_only_when_the_lever_is_chosen():
     assert {"licence_delay_days", "licence_approval_rate"} <= names
 
 
+def test_a_range_sourced_for_one_world_is_not_drawn_in_another():
+    assert "demand_growth" in {p.name for p in parse_uncertain(composed("uncertainty=baseline"))}
+    for world in ("gallium", "germanium", "graphite", "rare_earths_2009"):
+        names = {p.name for p in parse_uncertain(composed("uncertainty=baseline", f"world={world}"))}
+        assert "demand_growth" not in names, world  # they keep their own growth rates
+
+
 def test_drawn_values_reach_the_world_and_leave_the_config_untouched():
     cfg = composed("uncertainty=baseline")
     params = parse_uncertain(cfg)

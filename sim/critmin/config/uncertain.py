@@ -83,6 +83,9 @@ def parse_uncertain(cfg: Any) -> list[UncertainParam]:
         key = str(u.key)
         if key.startswith(("uncertain.", "run.")):
             raise ConfigError(f"{base}.key", key, "must be a model parameter (world.* or levers.*)")
+        worlds = [str(w) for w in (u.get("worlds") or [])]
+        if worlds and str(cfg.world.name) not in worlds:
+            continue  # a range sourced for other worlds (e.g. rare-earth demand growth)
         current = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if current is None and u.skip_if_absent:
             continue
