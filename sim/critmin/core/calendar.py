@@ -51,25 +51,19 @@ class Calendar:
         """
         if not 1 <= self.tick_days <= MAX_TICK_DAYS:
             raise ValueError(f"tick_days={self.tick_days} must be 1 to {MAX_TICK_DAYS}")
-        months: list[dt.date] = []
-        index = np.empty(self.n_ticks, dtype=np.int64)
-        for t in range(self.n_ticks):
-            d = self.date_of_day(t * self.tick_days)
-            m = dt.date(d.year, d.month, 1)
-            if not months or months[-1] != m:
-                months.append(m)
-            index[t] = len(months) - 1
-        share = np.ones(self.n_ticks)
-        days = np.zeros(len(months))
-        for t in range(self.n_ticks):
-            m, start = index[t], t * self.tick_days
-            d = months[m]
-            next_month = dt.date(d.year + d.month // 12, d.month % 12 + 1, 1)
-            in_month = min(self.tick_days, self.day_of_date(next_month) - start)
-            share[t] = in_month / self.tick_days
-            days[m] += in_month
-            if m + 1 < len(months):
-                days[m + 1] += self.tick_days - in_month
+        # in numpy's calendar types (a loop over dates took 5 ms, per batch of a run)
+        start_day = np.datetime64(self.start_date, "D")
+        tick_start = np.arange(self.n_ticks, dtype=np.int64) * self.tick_days  # day of each tick
+        tick_month = (start_day + tick_start).astype("datetime64[M]")
+        first, index = np.unique(tick_month, return_inverse=True)  # ticks start in every month
+        months = [m.item() for m in first.astype("datetime64[D]")]
+        next_month_day = ((first + 1).astype("datetime64[D]") - start_day).astype(np.int64)
+        in_month = np.minimum(self.tick_days, next_month_day[index] - tick_start)
+        share = in_month / self.tick_days
+        days = np.bincount(index, weights=in_month, minlength=len(months))
+        rest = index + 1 < len(months)
+        days += np.bincount(index[rest] + 1, weights=self.tick_days - in_month[rest],
+                            minlength=len(months))
         return MonthSplit(index, share, days, months)
 
 

@@ -23,7 +23,6 @@ controls restrict orders, reserves buy, duties are charged on what ships (5).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -413,15 +412,13 @@ class Simulation:
 
     def _init_calendar_years(self) -> None:
         """For quotas: each tick's calendar year, the day that year starts and its length."""
-        cal = self.cal
-        self.tick_year = np.empty(cal.n_ticks, dtype=np.int64)
-        self.year_start_day = np.empty(cal.n_ticks)
-        self.year_days = np.empty(cal.n_ticks)
-        for t in range(cal.n_ticks):
-            y = cal.date_of_day(t * cal.tick_days).year
-            self.tick_year[t] = y
-            self.year_start_day[t] = cal.day_of_date(dt.date(y, 1, 1))
-            self.year_days[t] = (dt.date(y + 1, 1, 1) - dt.date(y, 1, 1)).days
+        cal = self.cal  # (numpy's calendar types: a loop over dates took ~4 ms per batch)
+        start = np.datetime64(cal.start_date, "D")
+        year = (start + np.arange(cal.n_ticks, dtype=np.int64) * cal.tick_days).astype("datetime64[Y]")
+        self.tick_year = year.astype(np.int64) + 1970
+        first_day = year.astype("datetime64[D]")
+        self.year_start_day = (first_day - start).astype(np.int64).astype(float)
+        self.year_days = ((year + 1).astype("datetime64[D]") - first_day).astype(np.int64).astype(float)
 
     def _mean_lead_ticks(self) -> np.ndarray:
         return np.maximum(1, np.rint(self.w.transit_days / self.cal.tick_days)).astype(np.int64)
