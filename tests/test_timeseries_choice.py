@@ -207,3 +207,16 @@ def test_trade_series_add_up_the_shipments_and_leave_them_as_they_were():
     assert by_origin["value"].sum() == pytest.approx(ship.sum(), rel=1e-12)
     home = by_origin[by_origin["region"] == by_origin["origin"]]
     assert home["value"].sum() == pytest.approx(np.einsum("rmiik->", ship), rel=1e-12)
+
+
+def test_by_default_a_run_writes_every_series_and_a_sweep_job_compares_only(tmp_path):
+    cfg = compose([*SMALL])
+    assert cfg.run.timeseries is None  # the default
+    run_job(cfg, tmp_path / "run")
+    run_job(compose([*SMALL]), tmp_path / "job", in_sweep=True)
+    ran = set(pd.read_parquet(tmp_path / "run" / "timeseries.parquet").variable)
+    job = set(pd.read_parquet(tmp_path / "job" / "timeseries.parquet").variable)
+    assert {"stockpile_level", "supply_by_origin", "capacity"} <= ran
+    assert job == set(PRESETS["compare"])
+    run_job(compose([*SMALL, "run.timeseries=all"]), tmp_path / "all_job", in_sweep=True)
+    assert set(pd.read_parquet(tmp_path / "all_job" / "timeseries.parquet").variable) == ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ from .results import (
     write_parameters,
 )
 from .runner import simulate, simulate_uncertain
+from .series import PRESETS
 from .sweep import FAILED, PROGRESS, ProgressFile, config_digest, job_status, settle_gc
 
 log = logging.getLogger("critmin")
@@ -48,9 +50,13 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     `config` is `job_config(cfg)` if the caller has it already; `choices` are Hydra's
     config-group choices (package, levers/..., scenario), recorded in the manifest.
     Plots follow `run.plots`; if it is null (the default), only outside a sweep (`in_sweep`).
+    Series follow `run.timeseries`; if it is null (the default), all of them outside a sweep,
+    and in a sweep only those `critmin compare` reads.
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
+    if in_sweep and spec.series_default:
+        spec = dataclasses.replace(spec, series=frozenset(PRESETS["compare"]))
     folder.mkdir(parents=True, exist_ok=True)
     ensure_fresh(folder)
     bar = tqdm(total=spec.replications, unit="rep", desc=f"critmin {cfg.scenario_name}",

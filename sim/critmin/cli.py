@@ -173,7 +173,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
   critmin sweep levers/stockpile=none,project_vault levers/export_control=ban_12m --dir results/sweeps/vault
   critmin sweep sweep=quickstart hydra/launcher=ray_cluster    # on a Ray cluster (README)
   critmin sweep sweep=quickstart hydra/launcher=slurm          # on Slurm via submitit (README)
-  critmin sweep run.seed=1,2,3 run.timeseries=compare   # each job keeps only what compare draws
+  critmin sweep run.seed=1,2,3 run.timeseries=all   # every series (default in a sweep: what compare draws)
 
 Re-running a sweep into the same folder skips its completed jobs and retries the rest.
 All jobs share run.seed: policies are compared under the same random draws.""")

@@ -1,8 +1,9 @@
 """The series a run can write to `timeseries.parquet`, and `run.timeseries`'s choices.
 
 Writing every series is most of a sweep job's cost beyond its simulation (benchmarks/),
-so a run can keep only some: `all` (the default), `compare` (what `critmin compare`
-reads), `none` (KPIs only), or a list of variable names.
+so a run can keep only some: `all` (the default of `critmin run`), `compare` (what
+`critmin compare` reads; the default of a sweep's jobs), `none` (KPIs only), or a list of
+variable names.
 """
 
 from __future__ import annotations

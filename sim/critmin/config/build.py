@@ -76,6 +76,7 @@ class RunSpec:
     progress: bool
     plots: bool | None  # None: plots for `critmin run`, none in a sweep's jobs
     series: frozenset[str] = ALL_SERIES  # the series timeseries.parquet holds (run.timeseries)
+    series_default: bool = False  # run.timeseries was null: a sweep's job writes compare's only
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -140,8 +141,10 @@ def build_run(cfg: Any) -> RunSpec:
     _check(run.seed >= 0, "run.seed", run.seed, "must be a non-negative integer")
     cal = Calendar.from_horizon(start, float(run.horizon_years), int(run.tick_days))
     plots = None if run.plots is None else bool(run.plots)
+    timeseries = run.get("timeseries", None)
     return RunSpec(cal, int(run.replications), int(run.seed), int(run.batch_size),
-                   bool(run.progress), plots, select_series(run.get("timeseries", "all")))
+                   bool(run.progress), plots, select_series("all" if timeseries is None else timeseries),
+                   series_default=timeseries is None)
 
 
 def build_world(wc: Any) -> World:  # noqa: C901 - one linear pass of checks

@@ -39,9 +39,10 @@ class RunConfig:
     # plots took longer than its simulation (1.3 s against ~0.7-1.4 s for 20 replications)
     plots: bool | None = None
     # which series timeseries.parquet holds: "all", "compare" (only what `critmin compare`
-    # reads: a fifth of the rows, for large sweeps), "none" (KPIs only) or a list of
-    # variable names (docs/results.md)
-    timeseries: Any = "all"
+    # reads: a fifth of the rows), "none" (KPIs only), a list of variable names, or null
+    # (the default): all for `critmin run`, compare for each job of a sweep, where writing
+    # every series cost a third of a job's simulation time (docs/results.md)
+    timeseries: Any = None
 
 
 @dataclass
