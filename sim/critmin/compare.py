@@ -417,9 +417,9 @@ def _level(r: pd.Series) -> float:
 # report.html's headers for cost_effectiveness.csv's columns (the CSV keeps the names)
 CE_HEADERS = {
     "extra_fiscal_cost_usd_median": "extra fiscal cost, US$: median",
-    "extra_fiscal_cost_usd_p05": "5 %", "extra_fiscal_cost_usd_p95": "95 %",
+    "extra_fiscal_cost_usd_p05": "cost 5 %", "extra_fiscal_cost_usd_p95": "cost 95 %",
     "unmet_averted_t_median": "unmet demand averted, t: median",
-    "unmet_averted_t_p05": "5 % ", "unmet_averted_t_p95": "95 % ",
+    "unmet_averted_t_p05": "averted 5 %", "unmet_averted_t_p95": "averted 95 %",
     "usd_per_kg_averted_median": "US$ per kg averted (n/a unless averted in 95 % of draws)",
 }
 
