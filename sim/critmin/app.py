@@ -50,12 +50,12 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     `config` is `job_config(cfg)` if the caller has it already; `choices` are Hydra's
     config-group choices (package, levers/..., scenario), recorded in the manifest.
     Plots follow `run.plots`; if it is null (the default), only outside a sweep (`in_sweep`).
-    Series follow `run.timeseries`; if it is null (the default), all of them outside a sweep,
-    and in a sweep only those `critmin compare` reads.
+    Series follow `run.timeseries`; if it is null (the default), all of them outside a sweep
+    or for a job that draws plots (they need them), else only those `critmin compare` reads.
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
-    if in_sweep and spec.series_default:
+    if in_sweep and spec.series_default and not spec.plots:
         spec = dataclasses.replace(spec, series=frozenset(PRESETS["compare"]))
     folder.mkdir(parents=True, exist_ok=True)
     ensure_fresh(folder)

@@ -40,8 +40,9 @@ class RunConfig:
     plots: bool | None = None
     # which series timeseries.parquet holds: "all", "compare" (only what `critmin compare`
     # reads: a fifth of the rows), "none" (KPIs only), a list of variable names, or null
-    # (the default): all for `critmin run`, compare for each job of a sweep, where writing
-    # every series cost a third of a job's simulation time (docs/results.md)
+    # (the default): all for `critmin run` (and a sweep job with run.plots=true), compare
+    # for the other jobs of a sweep, where writing every series cost a third of a job's
+    # simulation time (docs/results.md)
     timeseries: Any = None
 
 
