@@ -55,7 +55,8 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
     """
     started = time.time()
     spec, world, levers = build_model(cfg)
-    if in_sweep and spec.series_default and not spec.plots:
+    draw_plots = spec.plots if spec.plots is not None else not in_sweep
+    if in_sweep and spec.series_default and not draw_plots:
         spec = dataclasses.replace(spec, series=frozenset(PRESETS["compare"]))
     folder.mkdir(parents=True, exist_ok=True)
     ensure_fresh(folder)
@@ -88,7 +89,7 @@ def run_job(cfg: Any, folder: Path, overrides: list[str] | None = None,
         bar.close()
     write_kpis(folder, kpi_table(kpi_rows))
     plots: list[str] = []
-    if spec.plots or (spec.plots is None and not in_sweep):
+    if draw_plots:
         from .plots import plot_run  # here: matplotlib takes 0.2 s to import, sweeps rarely plot
 
         final = sorted({world.products[k] for k in world.sector_product})
@@ -215,10 +216,10 @@ def _print_summary(folder: Path, summary: dict[str, Any], price_cap: float) -> N
         print(f"  median shortfall share of {product} by region: "
               + ", ".join(f"{r} {v:.1%}" for r, v in shortfall[product].items()))
     ex_china = {p: v for (m, p), v in prices.items() if m == "ex_china"}
+    at_cap = {p for p, v in ex_china.items() if v >= price_cap * (1 - 1e-9)}
     print("  median peak price multiple (ex-China): " + ", ".join(
-        f"{p} {v:.2f}x" + (" (the cap)" if v >= price_cap * (1 - 1e-9) else "")
-        for p, v in ex_china.items()))
-    if any(v >= price_cap * (1 - 1e-9) for v in ex_china.values()):
+        f"{p} {v:.2f}x" + (" (the cap)" if p in at_cap else "") for p, v in ex_china.items()))
+    if at_cap:
         print(f"  (the cap: world.market_rule.price_max_multiple={price_cap:g}; the model's "
               "prices stop there, and what is still scarce shows as shortfall)")
 

@@ -461,7 +461,6 @@ class Simulation:
         # a tick's flows go to the months its days fall in: share_in_month[t] of them to its
         # month, the rest to the next (or, after the last month, beyond the record)
         self.tick_share = split.share_in_month
-        self.tick_rest_recorded = (split.share_in_month < 1.0) & (self.month_of_tick + 1 < MT)
         self.share_now = 1.0  # of the tick being cleared (1.0 between ticks)
         z = lambda *shape: np.zeros((R, MT, *shape))  # noqa: E731
         # (the flows and the sectors' demand and unmet demand are views of one block each)
@@ -506,15 +505,20 @@ class Simulation:
         """Add a flow of the current tick to a monthly record [R, month, ...] (its columns `cols`
         of the last axis, if given): to this month, or split by days between this month and
         the next when the tick spans both."""
-        mi, share = self.month_now, self.share_now
+        mi = self.month_now
         at = (slice(None), mi) if cols is None else (slice(None), mi, cols)
-        if share == 1.0:
-            rec[at] += values
-            return
-        first = values * share
+        first, rest = self._split_tick(values)
         rec[at] += first
-        if mi + 1 < rec.shape[1]:
-            rec[(slice(None), mi + 1, *at[2:])] += values - first
+        if rest is not None and mi + 1 < rec.shape[1]:
+            rec[(slice(None), mi + 1, *at[2:])] += rest
+
+    def _split_tick(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A flow of the current tick as (its part in this month, its part in the next, or None
+        if the tick lies in one month)."""
+        if self.share_now == 1.0:
+            return values, None
+        first = values * self.share_now
+        return first, values - first
 
     # ---------------------------------------------------------------- processes
     def clear_markets(self):
@@ -899,13 +903,8 @@ class Simulation:
         self.rec["price"][:, mi] += self.prices.reshape(R, self.M, K)
         carry = None  # shipments of this tick that fall in the next month
         if self.record_shipments:
-            if self.share_now == 1.0:
-                self.shipments_month += recorded
-            else:
-                first = recorded * self.share_now
-                self.shipments_month += first
-                if self.tick_rest_recorded[t]:
-                    carry = recorded - first
+            first, carry = self._split_tick(recorded)
+            self.shipments_month += first
         if self.month_ends[t]:
             self._record_month_end(mi, stock_total, carry)
 
@@ -917,10 +916,7 @@ class Simulation:
         rec = self.rec
         if self.record_shipments:
             rec["shipments"][:, mi] = self.shipments_month
-            if carry is None:
-                self.shipments_month[...] = 0.0
-            else:
-                self.shipments_month[...] = carry
+            self.shipments_month[...] = 0.0 if carry is None else carry
         rec["inventory"][:, mi] = stock_total
         rec["sector_substitution"][:, mi] = self.substitution
         rec["capacity"][:, mi] = self.capacity * self.cal.ticks_per_year
